@@ -1,0 +1,133 @@
+//! Flags and helpers shared by the subcommands.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use altclip::preprocess::{open_rgb, DEFAULT_MAX_PIXELS};
+use altclip::{AltClip, DType, LoadOptions};
+use anyhow::{Context, Result};
+use image::RgbImage;
+
+/// Compute precision.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Precision {
+    /// 32-bit float: exact parity with transformers.
+    F32,
+    /// 16-bit float.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+/// How to find and run the model.
+#[derive(clap::Args, Debug)]
+pub struct ModelArgs {
+    /// Model directory in Hugging Face layout, or a Hub id such as BAAI/AltCLIP.
+    #[arg(long, short = 'm', env = "ALTCLIP_MODEL")]
+    pub model: String,
+    /// Hub revision (branch, tag or commit) when --model is a Hub id.
+    #[arg(long, env = "ALTCLIP_REVISION")]
+    pub revision: Option<String>,
+    /// Compute dtype.
+    #[arg(long, value_enum, default_value = "f32", env = "ALTCLIP_DTYPE")]
+    pub dtype: Precision,
+    /// Truncate texts to this many tokens, <s> and </s> included (FlagAI uses 77; at most 512).
+    #[arg(long, default_value_t = 77, env = "ALTCLIP_MAX_LENGTH")]
+    pub max_length: usize,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> Result<AltClip> {
+        let opts = LoadOptions {
+            dtype: match self.dtype {
+                Precision::F32 => DType::F32,
+                Precision::F16 => DType::F16,
+                Precision::Bf16 => DType::BF16,
+            },
+            revision: self.revision.clone(),
+            max_length: self.max_length,
+            ..LoadOptions::default()
+        };
+        let start = std::time::Instant::now();
+        let clip = AltClip::load(&self.model, &opts)
+            .with_context(|| format!("loading model `{}`", self.model))?;
+        tracing::info!(
+            "loaded {} ({}) in {:.2}s",
+            clip.files.dir.display(),
+            clip.files.origin,
+            start.elapsed().as_secs_f64()
+        );
+        Ok(clip)
+    }
+}
+
+/// Image input limits.
+#[derive(clap::Args, Debug)]
+pub struct ImageArgs {
+    /// Refuse images with more pixels than this, before decoding them.
+    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS, env = "ALTCLIP_MAX_PIXELS")]
+    pub max_pixels: u64,
+}
+
+/// Decodes images, keeping each failure in place as an error message.
+pub fn load_images(paths: &[PathBuf], max_pixels: u64) -> Vec<std::result::Result<RgbImage, String>> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = paths
+            .iter()
+            .map(|p| s.spawn(move || open_rgb(p, max_pixels).map_err(|e| e.to_string())))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("decoder panicked".to_string())))
+            .collect()
+    })
+}
+
+/// Reads one text per line; invalid UTF-8 is an error naming the line.
+pub fn read_texts_file(path: &Path) -> Result<Vec<String>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading --texts-file {}", path.display()))?;
+    let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    if lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, line)| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            String::from_utf8(line.to_vec()).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}:{}: invalid UTF-8 at byte {} of the line; save the file as UTF-8",
+                    path.display(),
+                    i + 1,
+                    e.utf8_error().valid_up_to()
+                )
+            })
+        })
+        .collect()
+}
+
+/// Writes one JSON value per line to stdout.
+pub fn print_json_line(out: &mut impl Write, value: &serde_json::Value) -> Result<()> {
+    serde_json::to_writer(&mut *out, value)?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+/// A progress bar on stderr for jobs of more than one batch, hidden when
+/// stderr is not a terminal.
+pub fn progress(total: usize, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:30}] {pos}/{len} ({per_sec}, ETA {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    if total <= 1 {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar
+}

@@ -1,0 +1,61 @@
+//! `altclip`: bilingual (Chinese/English) CLIP embeddings, tokenization and
+//! similarity from the command line, with outputs identical to transformers'.
+
+mod common;
+mod embed;
+mod info;
+mod similarity;
+mod tokenize;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "altclip",
+    version,
+    about = "AltCLIP: bilingual Chinese/English CLIP embeddings on the CPU, matching transformers",
+    long_about = "AltCLIP (BAAI) maps Chinese or English text and images into one embedding space.\n\
+                  --model takes a local Hugging Face model directory or a Hub id such as BAAI/AltCLIP \
+                  (read from the Hugging Face cache, downloaded when online).\n\n\
+                  Examples:\n  \
+                  altclip embed --model BAAI/AltCLIP --image cat.jpg --text 一只猫 --text 'a dog'\n  \
+                  altclip similarity --model BAAI/AltCLIP --image cat.jpg --text 一张猫的照片 --text 一张狗的照片\n  \
+                  altclip tokenize --model BAAI/AltCLIP '一只在草地上的猫'\n  \
+                  altclip info --model BAAI/AltCLIP"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Embed(embed::Args),
+    Similarity(similarity::Args),
+    Tokenize(tokenize::Args),
+    Info(info::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Embed(args) => embed::run(args),
+        Command::Similarity(args) => similarity::run(args),
+        Command::Tokenize(args) => tokenize::run(args),
+        Command::Info(args) => info::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

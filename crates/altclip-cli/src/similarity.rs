@@ -1,0 +1,53 @@
+//! `altclip similarity`: each image's softmax over the texts.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use serde_json::json;
+
+use crate::common::{load_images, print_json_line, ImageArgs, ModelArgs};
+
+/// For each image, the probabilities over the texts that transformers'
+/// `logits_per_image.softmax(-1)` gives: one
+/// `{"input":...,"texts":[...],"probs":[...]}` per image, in order.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Example:\n  altclip similarity -m BAAI/AltCLIP --image cats.png --text 一张猫的照片 --text 一张狗的照片")]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    images: ImageArgs,
+    /// An image file. Repeatable.
+    #[arg(long = "image", short = 'i', required = true)]
+    image: Vec<PathBuf>,
+    /// A candidate text. Repeatable.
+    #[arg(long = "text", short = 't', required = true)]
+    text: Vec<String>,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let clip = args.model.load()?;
+    let refs: Vec<&str> = args.text.iter().map(String::as_str).collect();
+    let texts = clip.embed_texts(&refs)?;
+    let decoded = load_images(&args.image, args.images.max_pixels);
+    let ok: Vec<_> = decoded.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+    let images = altclip::normalize_rows(clip.image_features(&ok)?);
+    let probs = altclip::softmax_similarity(&images, &texts, clip.model.logit_scale(), &clip.device)?;
+    let mut probs = probs.into_iter();
+    let mut out = std::io::stdout().lock();
+    let mut failed = 0;
+    for (path, result) in args.image.iter().zip(&decoded) {
+        let input = path.display().to_string();
+        let line = match result {
+            Ok(_) => json!({"input": input, "texts": args.text, "probs": probs.next()}),
+            Err(e) => {
+                failed += 1;
+                eprintln!("warning: {e}");
+                json!({"input": input, "error": e})
+            }
+        };
+        print_json_line(&mut out, &line)?;
+    }
+    Ok(if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}

@@ -1,0 +1,217 @@
+//! Checkpoint tensors from `model.safetensors` (memory-mapped), sharded
+//! safetensors, or a zip-pickle `pytorch_model.bin`, looked up by the
+//! checkpoint's own key names with shape checks.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use candle_core::pickle::PthTensors;
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::{Error, Result};
+use crate::hub::WEIGHT_FILES;
+
+enum Store {
+    Safetensors(MmapedSafetensors),
+    Pickle(PthTensors),
+}
+
+struct Inner {
+    store: Store,
+    /// Human-readable list of the files, for error messages.
+    files: String,
+    dtype: DType,
+    device: Device,
+    /// Elements loaded so far, for parameter counts.
+    loaded: AtomicU64,
+}
+
+/// A view of a checkpoint under a key prefix, like candle's `VarBuilder` but
+/// with errors that name the tensor, the file and both shapes.
+#[derive(Clone)]
+pub struct Weights {
+    inner: Arc<Inner>,
+    prefix: String,
+}
+
+impl Weights {
+    /// Opens the weights of a model directory, in the order of preference
+    /// `model.safetensors`, `model.safetensors.index.json`, `pytorch_model.bin`.
+    pub fn from_dir(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let Some(file) = WEIGHT_FILES.iter().map(|f| dir.join(f)).find(|p| p.is_file()) else {
+            return Err(Error::MissingFile {
+                dir: dir.to_path_buf(),
+                what: "weights",
+                expected: WEIGHT_FILES.join(", "),
+            });
+        };
+        Self::from_file(&file, dtype, device)
+    }
+
+    /// Opens one weights file: `*.safetensors`, a shard index `*.index.json`,
+    /// or a PyTorch zip pickle (`*.bin`, `*.pt`, `*.pth`).
+    pub fn from_file(path: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let name = path.to_string_lossy();
+        let bad = |e: candle_core::Error| Error::BadWeights {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        };
+        let (store, files) = if name.ends_with(".index.json") {
+            let shards = shard_files(path)?;
+            for shard in &shards {
+                if !shard.is_file() {
+                    return Err(Error::MissingFile {
+                        dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+                        what: "a shard listed in the index",
+                        expected: shard.display().to_string(),
+                    });
+                }
+            }
+            // SAFETY: the files are memory-mapped read-only; like every mmap
+            // loader we rely on nobody truncating them while the model is alive.
+            let st = unsafe { MmapedSafetensors::multi(&shards) }.map_err(bad)?;
+            let list = shards.iter().map(|p| p.display().to_string()).collect::<Vec<_>>();
+            (Store::Safetensors(st), list.join(", "))
+        } else if name.ends_with(".safetensors") {
+            // SAFETY: as above.
+            let st = unsafe { MmapedSafetensors::new(path) }.map_err(bad)?;
+            (Store::Safetensors(st), path.display().to_string())
+        } else {
+            let pth = PthTensors::new(path, None).map_err(|e| Error::BadWeights {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "{e} (only the zip format that torch.save has written since PyTorch 1.6 is supported; \
+                     re-save it or convert it to safetensors)"
+                ),
+            })?;
+            (Store::Pickle(pth), path.display().to_string())
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                files,
+                dtype,
+                device: device.clone(),
+                loaded: AtomicU64::new(0),
+            }),
+            prefix: String::new(),
+        })
+    }
+
+    /// A view whose keys are prefixed with `name.`.
+    pub fn pp(&self, name: impl std::fmt::Display) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            prefix: self.key(&name.to_string()),
+        }
+    }
+
+    /// The dtype tensors are converted to on load.
+    pub fn dtype(&self) -> DType {
+        self.inner.dtype
+    }
+
+    /// The device tensors are loaded onto.
+    pub fn device(&self) -> &Device {
+        &self.inner.device
+    }
+
+    fn key(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    fn shape_of(&self, key: &str) -> Option<Vec<usize>> {
+        match &self.inner.store {
+            Store::Safetensors(st) => st.get(key).ok().map(|v| v.shape().to_vec()),
+            Store::Pickle(pth) => pth.tensor_infos().get(key).map(|i| i.layout.dims().to_vec()),
+        }
+    }
+
+    /// True when the checkpoint holds `name` under this prefix.
+    pub fn contains(&self, name: &str) -> bool {
+        self.shape_of(&self.key(name)).is_some()
+    }
+
+    /// Loads `name` in the model dtype, checking that it has shape `dims`.
+    pub fn get(&self, dims: &[usize], name: &str) -> Result<Tensor> {
+        self.get_as(dims, name, self.inner.dtype)
+    }
+
+    /// Loads `name` in `dtype`, checking that it has shape `dims`.
+    pub fn get_as(&self, dims: &[usize], name: &str, dtype: DType) -> Result<Tensor> {
+        let key = self.key(name);
+        let Some(found) = self.shape_of(&key) else {
+            return Err(Error::MissingTensor {
+                name: key,
+                source_desc: self.inner.files.clone(),
+            });
+        };
+        if found != dims {
+            return Err(Error::ShapeMismatch {
+                name: key,
+                source_desc: self.inner.files.clone(),
+                expected: dims.to_vec(),
+                found,
+            });
+        }
+        let device = &self.inner.device;
+        let tensor = match &self.inner.store {
+            Store::Safetensors(st) => st.load(&key, device)?,
+            Store::Pickle(pth) => pth
+                .get(&key)?
+                .ok_or_else(|| Error::MissingTensor {
+                    name: key.clone(),
+                    source_desc: self.inner.files.clone(),
+                })?
+                .to_device(device)?,
+        };
+        self.inner
+            .loaded
+            .fetch_add(tensor.elem_count() as u64, Ordering::Relaxed);
+        Ok(tensor.to_dtype(dtype)?)
+    }
+
+    /// Number of elements loaded through any view of this checkpoint.
+    pub fn loaded_elements(&self) -> u64 {
+        self.inner.loaded.load(Ordering::Relaxed)
+    }
+
+    /// Human-readable list of the files the tensors come from.
+    pub fn files(&self) -> &str {
+        &self.inner.files
+    }
+
+    /// Every tensor name in the checkpoint, for diagnostics.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = match &self.inner.store {
+            Store::Safetensors(st) => st.tensors().into_iter().map(|(n, _)| n).collect(),
+            Store::Pickle(pth) => pth.tensor_infos().keys().cloned().collect(),
+        };
+        names.sort();
+        names
+    }
+}
+
+/// The shard files named by a `model.safetensors.index.json`, in order.
+pub fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        weight_map: std::collections::HashMap<String, String>,
+    }
+    let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
+    let parsed: Index = serde_json::from_str(&text).map_err(|e| Error::BadJson {
+        path: index.to_path_buf(),
+        what: "safetensors shard index",
+        reason: e.to_string(),
+    })?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let names: BTreeSet<String> = parsed.weight_map.into_values().collect();
+    Ok(names.into_iter().map(|n| dir.join(n)).collect())
+}
