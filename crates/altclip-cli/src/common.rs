@@ -70,7 +70,10 @@ pub struct ImageArgs {
 }
 
 /// Decodes images, keeping each failure in place as an error message.
-pub fn load_images(paths: &[PathBuf], max_pixels: u64) -> Vec<std::result::Result<RgbImage, String>> {
+pub fn load_images(
+    paths: &[PathBuf],
+    max_pixels: u64,
+) -> Vec<std::result::Result<RgbImage, String>> {
     std::thread::scope(|s| {
         let handles: Vec<_> = paths
             .iter()
@@ -78,14 +81,18 @@ pub fn load_images(paths: &[PathBuf], max_pixels: u64) -> Vec<std::result::Resul
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("decoder panicked".to_string())))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("decoder panicked".to_string()))
+            })
             .collect()
     })
 }
 
 /// Reads one text per line; invalid UTF-8 is an error naming the line.
 pub fn read_texts_file(path: &Path) -> Result<Vec<String>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading --texts-file {}", path.display()))?;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading --texts-file {}", path.display()))?;
     let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
     if lines.last().is_some_and(|l| l.is_empty()) {
         lines.pop();

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use anyhow::Result;
 use serde_json::json;
 
-use crate::common::{load_images, print_json_line, progress, read_texts_file, ImageArgs, ModelArgs};
+use crate::common::{
+    load_images, print_json_line, progress, read_texts_file, ImageArgs, ModelArgs,
+};
 
 /// Embed images and texts; prints one JSON object per input.
 ///
@@ -16,8 +18,10 @@ use crate::common::{load_images, print_json_line, progress, read_texts_file, Ima
 /// yields `{"kind":"image","input":...,"error":"..."}` in its place; the rest
 /// are still embedded and the exit status is 1 at the end.
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Examples:\n  altclip embed -m BAAI/AltCLIP --image a.jpg --image b.png --text 一只猫\n  \
-                        altclip embed -m ./AltCLIP --texts-file captions.txt --raw > text.jsonl")]
+#[command(
+    after_help = "Examples:\n  altclip embed -m BAAI/AltCLIP --image a.jpg --image b.png --text 一只猫\n  \
+                        altclip embed -m ./AltCLIP --texts-file captions.txt --raw > text.jsonl"
+)]
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
@@ -51,14 +55,26 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     let clip = args.model.load()?;
     let batch = args.batch_size as usize;
-    let finish = |v: Vec<Vec<f32>>| if args.raw { v } else { altclip::normalize_rows(v) };
+    let finish = |v: Vec<Vec<f32>>| {
+        if args.raw {
+            v
+        } else {
+            altclip::normalize_rows(v)
+        }
+    };
     let mut out = std::io::stdout().lock();
     let mut failed = 0usize;
 
-    let bar = progress(args.image.len().div_ceil(batch) + texts.len().div_ceil(batch), "embedding");
+    let bar = progress(
+        args.image.len().div_ceil(batch) + texts.len().div_ceil(batch),
+        "embedding",
+    );
     for paths in args.image.chunks(batch) {
         let decoded = load_images(paths, args.images.max_pixels);
-        let ok: Vec<_> = decoded.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+        let ok: Vec<_> = decoded
+            .iter()
+            .filter_map(|r| r.as_ref().ok().cloned())
+            .collect();
         let mut embeddings = finish(clip.image_features(&ok)?).into_iter();
         for (path, result) in paths.iter().zip(&decoded) {
             let input = path.display().to_string();
@@ -77,14 +93,20 @@ pub fn run(args: Args) -> Result<ExitCode> {
     for chunk in texts.chunks(batch) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
         for (text, embedding) in chunk.iter().zip(finish(clip.text_features(&refs)?)) {
-            print_json_line(&mut out, &json!({"kind": "text", "input": text, "embedding": embedding}))?;
+            print_json_line(
+                &mut out,
+                &json!({"kind": "text", "input": text, "embedding": embedding}),
+            )?;
         }
         bar.inc(1);
     }
     bar.finish_and_clear();
     out.flush()?;
     if failed > 0 {
-        eprintln!("error: {failed} of {} images could not be embedded", args.image.len());
+        eprintln!(
+            "error: {failed} of {} images could not be embedded",
+            args.image.len()
+        );
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

@@ -12,7 +12,9 @@ use crate::common::{load_images, print_json_line, ImageArgs, ModelArgs};
 /// `logits_per_image.softmax(-1)` gives: one
 /// `{"input":...,"texts":[...],"probs":[...]}` per image, in order.
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Example:\n  altclip similarity -m BAAI/AltCLIP --image cats.png --text 一张猫的照片 --text 一张狗的照片")]
+#[command(
+    after_help = "Example:\n  altclip similarity -m BAAI/AltCLIP --image cats.png --text 一张猫的照片 --text 一张狗的照片"
+)]
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
@@ -31,9 +33,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let refs: Vec<&str> = args.text.iter().map(String::as_str).collect();
     let texts = clip.embed_texts(&refs)?;
     let decoded = load_images(&args.image, args.images.max_pixels);
-    let ok: Vec<_> = decoded.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+    let ok: Vec<_> = decoded
+        .iter()
+        .filter_map(|r| r.as_ref().ok().cloned())
+        .collect();
     let images = altclip::normalize_rows(clip.image_features(&ok)?);
-    let probs = altclip::softmax_similarity(&images, &texts, clip.model.logit_scale(), &clip.device)?;
+    let probs =
+        altclip::softmax_similarity(&images, &texts, clip.model.logit_scale(), &clip.device)?;
     let mut probs = probs.into_iter();
     let mut out = std::io::stdout().lock();
     let mut failed = 0;
@@ -49,5 +55,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         };
         print_json_line(&mut out, &line)?;
     }
-    Ok(if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -10,7 +10,9 @@ use crate::common::{print_json_line, ModelArgs};
 /// Print the token ids of each text, special tokens included, padding excluded,
 /// truncated to --max-length: one `{"text":...,"ids":[...]}` per line.
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Example:\n  altclip tokenize -m BAAI/AltCLIP '一只在草地上的猫' 'a cat on the grass'")]
+#[command(
+    after_help = "Example:\n  altclip tokenize -m BAAI/AltCLIP '一只在草地上的猫' 'a cat on the grass'"
+)]
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,

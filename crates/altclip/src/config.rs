@@ -222,8 +222,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("altclip-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("config.json");
-        std::fs::write(&path, r#"{"text_config": {"hidden_size": 30, "num_attention_heads": 4}}"#)
-            .unwrap();
+        std::fs::write(
+            &path,
+            r#"{"text_config": {"hidden_size": 30, "num_attention_heads": 4}}"#,
+        )
+        .unwrap();
         let err = AltClipConfig::from_file(&path).unwrap_err().to_string();
         assert!(err.contains("config.json"), "{err}");
         assert!(err.contains("not divisible"), "{err}");

@@ -21,7 +21,9 @@ impl std::fmt::Display for Origin {
         match self {
             Origin::LocalDir => write!(f, "local directory"),
             Origin::HubCache { id, revision } => write!(f, "Hugging Face cache ({id}@{revision})"),
-            Origin::Downloaded { id, revision } => write!(f, "downloaded from the Hub ({id}@{revision})"),
+            Origin::Downloaded { id, revision } => {
+                write!(f, "downloaded from the Hub ({id}@{revision})")
+            }
         }
     }
 }
@@ -58,8 +60,18 @@ fn offline() -> bool {
 }
 
 /// Resolves `--model`: an existing directory, or a Hub id such as `BAAI/AltCLIP`
-/// (looked up in the cache first, downloaded when online).
+/// (looked up in the cache first, downloaded unless `HF_HUB_OFFLINE` is set).
 pub fn resolve(model: &str, revision: Option<&str>) -> Result<ModelDir> {
+    resolve_in(model, revision, &hub_cache_dir(), offline())
+}
+
+/// [`resolve`] with an explicit cache directory and network policy.
+pub fn resolve_in(
+    model: &str,
+    revision: Option<&str>,
+    cache: &Path,
+    offline: bool,
+) -> Result<ModelDir> {
     let path = Path::new(model);
     if path.is_dir() {
         return Ok(ModelDir {
@@ -74,8 +86,7 @@ pub fn resolve(model: &str, revision: Option<&str>) -> Result<ModelDir> {
         )));
     }
     let revision = revision.unwrap_or("main");
-    let cache = hub_cache_dir();
-    if let Some(dir) = cached_snapshot(&cache, model, revision) {
+    if let Some(dir) = cached_snapshot(cache, model, revision) {
         return Ok(ModelDir {
             dir,
             origin: Origin::HubCache {
@@ -84,16 +95,16 @@ pub fn resolve(model: &str, revision: Option<&str>) -> Result<ModelDir> {
             },
         });
     }
-    if offline() {
+    if offline {
         return Err(Error::ModelNotFound {
             id: model.to_string(),
-            cache,
+            cache: cache.to_path_buf(),
             reason: "HF_HUB_OFFLINE is set".to_string(),
         });
     }
-    download(model, revision, &cache).map_err(|reason| Error::ModelNotFound {
+    download(model, revision, cache).map_err(|reason| Error::ModelNotFound {
         id: model.to_string(),
-        cache: cache.clone(),
+        cache: cache.to_path_buf(),
         reason,
     })
 }
@@ -104,7 +115,8 @@ fn looks_like_hub_id(s: &str) -> bool {
         && parts.iter().all(|p| {
             !p.is_empty()
                 && !p.starts_with('.')
-                && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         })
 }
 
@@ -135,11 +147,10 @@ fn download(id: &str, revision: &str, cache: &Path) -> std::result::Result<Model
     use hf_hub::api::sync::ApiBuilder;
     use hf_hub::{Repo, RepoType};
 
-    let mut builder = ApiBuilder::from_env().with_cache_dir(cache.to_path_buf());
-    if let Ok(endpoint) = std::env::var("HF_ENDPOINT") {
-        builder = builder.with_endpoint(endpoint);
-    }
-    let api = builder.build().map_err(|e| e.to_string())?;
+    let api = ApiBuilder::from_env()
+        .with_cache_dir(cache.to_path_buf())
+        .build()
+        .map_err(|e| e.to_string())?;
     let repo = api.repo(Repo::with_revision(
         id.to_string(),
         RepoType::Model,
@@ -166,7 +177,10 @@ fn download(id: &str, revision: &str, cache: &Path) -> std::result::Result<Model
         true
     } else if let Ok(index) = repo.get("model.safetensors.index.json") {
         for shard in crate::weights::shard_files(&index).map_err(|e| e.to_string())? {
-            let name = shard.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let name = shard
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
             repo.get(name).map_err(|e| format!("{name}: {e}"))?;
         }
         true
@@ -174,7 +188,9 @@ fn download(id: &str, revision: &str, cache: &Path) -> std::result::Result<Model
         repo.get("pytorch_model.bin").is_ok()
     };
     if !weights_ok {
-        return Err(format!("{id} has no model.safetensors, sharded safetensors or pytorch_model.bin"));
+        return Err(format!(
+            "{id} has no model.safetensors, sharded safetensors or pytorch_model.bin"
+        ));
     }
     Ok(ModelDir {
         dir,
@@ -210,9 +226,30 @@ mod tests {
         assert_eq!(cached_snapshot(&cache, "BAAI/AltCLIP", "main"), None);
         std::fs::write(snap.join("config.json"), "{}").unwrap();
         std::fs::write(snap.join("pytorch_model.bin"), "").unwrap();
-        assert_eq!(cached_snapshot(&cache, "BAAI/AltCLIP", "main"), Some(snap.clone()));
-        assert_eq!(cached_snapshot(&cache, "BAAI/AltCLIP", "abc123"), Some(snap));
+        assert_eq!(
+            cached_snapshot(&cache, "BAAI/AltCLIP", "main"),
+            Some(snap.clone())
+        );
+        assert_eq!(
+            cached_snapshot(&cache, "BAAI/AltCLIP", "abc123"),
+            Some(snap)
+        );
         assert_eq!(cached_snapshot(&cache, "BAAI/AltCLIP", "other"), None);
+        let found = resolve_in("BAAI/AltCLIP", None, &cache, true).unwrap();
+        assert_eq!(
+            found.origin,
+            Origin::HubCache {
+                id: "BAAI/AltCLIP".into(),
+                revision: "main".into()
+            }
+        );
+        let err = resolve_in("nobody/missing", None, &cache, true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("nobody/missing") && err.contains("huggingface-cli download"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&cache).unwrap();
     }
 }

@@ -35,13 +35,19 @@ impl AltClipModel {
         let model = Self {
             text: TextTower::load(&w.pp("text_model"), t)?,
             vision: VisionTower::load(&w.pp("vision_model"), v)?,
-            text_projection: Linear::load_no_bias(&w.pp("text_projection"), t.project_dim, cfg.projection_dim)?,
+            text_projection: Linear::load_no_bias(
+                &w.pp("text_projection"),
+                t.project_dim,
+                cfg.projection_dim,
+            )?,
             visual_projection: Linear::load_no_bias(
                 &w.pp("visual_projection"),
                 v.hidden_size,
                 cfg.projection_dim,
             )?,
-            logit_scale: w.get_as(&[], "logit_scale", DType::F32)?.to_scalar::<f32>()?,
+            logit_scale: w
+                .get_as(&[], "logit_scale", DType::F32)?
+                .to_scalar::<f32>()?,
             parameters: 0,
         };
         Ok(Self {
@@ -63,13 +69,19 @@ impl AltClipModel {
     /// `get_text_features`: unnormalised `[B, projection_dim]` in f32.
     pub fn text_features(&self, inputs: &TextInputs) -> Result<Tensor> {
         let pooled = self.text.forward(inputs)?;
-        Ok(self.text_projection.forward(&pooled)?.to_dtype(DType::F32)?)
+        Ok(self
+            .text_projection
+            .forward(&pooled)?
+            .to_dtype(DType::F32)?)
     }
 
     /// `get_image_features`: unnormalised `[B, projection_dim]` in f32.
     pub fn image_features(&self, pixel_values: &Tensor) -> Result<Tensor> {
         let pooled = self.vision.forward(pixel_values)?;
-        Ok(self.visual_projection.forward(&pooled)?.to_dtype(DType::F32)?)
+        Ok(self
+            .visual_projection
+            .forward(&pooled)?
+            .to_dtype(DType::F32)?)
     }
 
     /// The learned log temperature, as stored in the checkpoint.
@@ -196,7 +208,11 @@ impl AltClip {
 
     /// Model inputs for a batch of texts, padded to the longest.
     pub fn text_inputs(&self, texts: &[&str]) -> Result<TextInputs> {
-        TextInputs::new(&self.tokenize(texts)?, self.tokenizer.pad_id(), &self.device)
+        TextInputs::new(
+            &self.tokenize(texts)?,
+            self.tokenizer.pad_id(),
+            &self.device,
+        )
     }
 
     /// `get_text_features` per text: unnormalised.
@@ -204,7 +220,10 @@ impl AltClip {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(self.model.text_features(&self.text_inputs(texts)?)?.to_vec2()?)
+        Ok(self
+            .model
+            .text_features(&self.text_inputs(texts)?)?
+            .to_vec2()?)
     }
 
     /// L2-normalised text embeddings.
@@ -219,7 +238,11 @@ impl AltClip {
         for img in images {
             data.extend(self.preprocessor.pixel_values(img));
         }
-        let t = Tensor::from_vec(data, (images.len(), 3, h as usize, w as usize), &self.device)?;
+        let t = Tensor::from_vec(
+            data,
+            (images.len(), 3, h as usize, w as usize),
+            &self.device,
+        )?;
         Ok(t.to_dtype(self.dtype)?)
     }
 
@@ -228,7 +251,10 @@ impl AltClip {
         if images.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(self.model.image_features(&self.pixel_values(images)?)?.to_vec2()?)
+        Ok(self
+            .model
+            .image_features(&self.pixel_values(images)?)?
+            .to_vec2()?)
     }
 
     /// L2-normalised image embeddings. Non-RGB images are converted the way
@@ -243,7 +269,12 @@ impl AltClip {
     pub fn similarity(&self, images: &[DynamicImage], texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         let img = self.embed_images(images)?;
         let txt = self.embed_texts(texts)?;
-        Ok(softmax_similarity(&img, &txt, self.model.logit_scale(), &self.device)?)
+        softmax_similarity(
+            &img,
+            &txt,
+            self.model.logit_scale(),
+            &self.device,
+        )
     }
 }
 

@@ -132,7 +132,8 @@ impl Attention {
             None => scores,
         };
         let dtype = scores.dtype();
-        let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(dtype)?;
+        let probs =
+            candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(dtype)?;
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, d))?;
         self.out.forward(&ctx)
     }

@@ -28,7 +28,9 @@ impl TextInputs {
         let b = ids.len();
         let l = ids.iter().map(Vec::len).max().unwrap_or(0);
         if b == 0 || l == 0 {
-            return Err(Error::Invalid("cannot encode an empty batch of token ids".into()));
+            return Err(Error::Invalid(
+                "cannot encode an empty batch of token ids".into(),
+            ));
         }
         let mut input = vec![pad_id; b * l];
         let mut pos = vec![pad_id; b * l];
@@ -65,7 +67,10 @@ impl Embeddings {
         let token_type = w.get(&[cfg.type_vocab_size, h], "token_type_embeddings.weight")?;
         Ok(Self {
             word: w.get(&[cfg.vocab_size, h], "word_embeddings.weight")?,
-            position: w.get(&[cfg.max_position_embeddings, h], "position_embeddings.weight")?,
+            position: w.get(
+                &[cfg.max_position_embeddings, h],
+                "position_embeddings.weight",
+            )?,
             // token_type_ids are always zero, so row 0 is added to every token.
             token_type: token_type.get(0)?,
             layer_norm: LayerNorm::load(&w.pp("LayerNorm"), h, cfg.layer_norm_eps)?,
@@ -75,10 +80,13 @@ impl Embeddings {
     fn forward(&self, inputs: &TextInputs) -> Result<Tensor> {
         let (b, l) = inputs.input_ids.dims2()?;
         let lookup = |table: &Tensor, ids: &Tensor| -> Result<Tensor> {
-            Ok(table.index_select(&ids.flatten_all()?, 0)?.reshape((b, l, ()))?)
+            Ok(table
+                .index_select(&ids.flatten_all()?, 0)?
+                .reshape((b, l, ()))?)
         };
-        let x = (lookup(&self.word, &inputs.input_ids)? + lookup(&self.position, &inputs.position_ids)?)?
-            .broadcast_add(&self.token_type)?;
+        let x = (lookup(&self.word, &inputs.input_ids)?
+            + lookup(&self.position, &inputs.position_ids)?)?
+        .broadcast_add(&self.token_type)?;
         self.layer_norm.forward(&x)
     }
 }
@@ -104,7 +112,11 @@ impl Layer {
         };
         Ok(Self {
             attention: Attention::load(&w.pp("attention"), &keys, h, cfg.num_attention_heads)?,
-            attention_norm: LayerNorm::load(&w.pp("attention.output.LayerNorm"), h, cfg.layer_norm_eps)?,
+            attention_norm: LayerNorm::load(
+                &w.pp("attention.output.LayerNorm"),
+                h,
+                cfg.layer_norm_eps,
+            )?,
             intermediate: Linear::load(&w.pp("intermediate.dense"), h, cfg.intermediate_size)?,
             output: Linear::load(&w.pp("output.dense"), cfg.intermediate_size, h)?,
             output_norm: LayerNorm::load(&w.pp("output.LayerNorm"), h, cfg.layer_norm_eps)?,
@@ -129,8 +141,12 @@ pub struct XlmRoberta {
 impl XlmRoberta {
     /// Loads from a view positioned at the `roberta` prefix.
     pub fn load(w: &Weights, cfg: &TextConfig) -> Result<Self> {
+        let prefix = w.pick_prefix(
+            &["encoder.layer", "encoder.layers"],
+            "0.attention.self.query.weight",
+        );
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| Layer::load(&w.pp(format!("encoder.layer.{i}")), cfg))
+            .map(|i| Layer::load(&w.pp(format!("{prefix}.{i}")), cfg))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             embeddings: Embeddings::load(&w.pp("embeddings"), cfg)?,
@@ -174,7 +190,11 @@ impl TextTower {
         Ok(Self {
             roberta: XlmRoberta::load(&w.pp("roberta"), cfg)?,
             pre_ln: LayerNorm::load(&w.pp("pre_LN"), cfg.hidden_size, cfg.layer_norm_eps)?,
-            transformation: Linear::load(&w.pp("transformation"), cfg.hidden_size, cfg.project_dim)?,
+            transformation: Linear::load(
+                &w.pp("transformation"),
+                cfg.hidden_size,
+                cfg.project_dim,
+            )?,
         })
     }
 

@@ -9,7 +9,9 @@ use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::whitespace::WhitespaceSplit;
 use tokenizers::processors::template::TemplateProcessing;
-use tokenizers::{AddedToken, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::{
+    AddedToken, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
+};
 
 use crate::error::{Error, Result};
 
@@ -86,13 +88,12 @@ impl TextTokenizer {
             .iter()
             .map(|t| (t.to_string(), 0.0))
             .collect();
-        vocab.extend(
-            model
-                .pieces()
-                .iter()
-                .skip(3)
-                .map(|p| (p.piece.clone().unwrap_or_default(), p.score.unwrap_or(0.0) as f64)),
-        );
+        vocab.extend(model.pieces().iter().skip(3).map(|p| {
+            (
+                p.piece.clone().unwrap_or_default(),
+                p.score.unwrap_or(0.0) as f64,
+            )
+        }));
         vocab.push(("<mask>".to_string(), 0.0));
         let unigram = Unigram::from(vocab, Some(3), false).map_err(|e| fail(e.to_string()))?;
         let mut inner = Tokenizer::new(unigram);
@@ -121,7 +122,9 @@ impl TextTokenizer {
         let specials = ["<s>", "<pad>", "</s>", "<unk>"]
             .into_iter()
             .map(|t| AddedToken::from(t, true))
-            .chain(std::iter::once(AddedToken::from("<mask>", true).lstrip(true)));
+            .chain(std::iter::once(
+                AddedToken::from("<mask>", true).lstrip(true),
+            ));
         inner
             .add_special_tokens(specials.collect::<Vec<_>>())
             .map_err(|e| fail(e.to_string()))?;
@@ -191,13 +194,16 @@ impl TextTokenizer {
 
     /// Token ids per text, special tokens included, truncated, not padded.
     pub fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
-        let encodings = self
-            .inner
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| Error::Tokenizer {
-                path: self.source.path().to_path_buf(),
-                reason: e.to_string(),
-            })?;
-        Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
+        let encodings =
+            self.inner
+                .encode_batch(texts.to_vec(), true)
+                .map_err(|e| Error::Tokenizer {
+                    path: self.source.path().to_path_buf(),
+                    reason: e.to_string(),
+                })?;
+        Ok(encodings
+            .into_iter()
+            .map(|e| e.get_ids().to_vec())
+            .collect())
     }
 }

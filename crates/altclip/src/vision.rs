@@ -62,8 +62,9 @@ impl VisionTower {
         let (h, c, p) = (cfg.hidden_size, cfg.num_channels, cfg.patch_size);
         let e = w.pp("embeddings");
         let patch = e.get(&[h, c, p, p], "patch_embedding.weight")?;
+        let prefix = w.pick_prefix(&["encoder.layers", "encoder.layer"], "0.layer_norm1.weight");
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| Layer::load(&w.pp(format!("encoder.layers.{i}")), cfg))
+            .map(|i| Layer::load(&w.pp(format!("{prefix}.{i}")), cfg))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             patch_weight: patch.reshape((h, c * p * p))?,
@@ -79,7 +80,11 @@ impl VisionTower {
     /// Patchify + class token + positions: `[B, C, S, S]` to `[B, N+1, hidden]`.
     fn embed(&self, pixel_values: &Tensor) -> Result<Tensor> {
         let (b, c, hgt, wid) = pixel_values.dims4()?;
-        let (s, p, g) = (self.cfg.image_size, self.cfg.patch_size, self.cfg.grid_size());
+        let (s, p, g) = (
+            self.cfg.image_size,
+            self.cfg.patch_size,
+            self.cfg.grid_size(),
+        );
         if c != self.cfg.num_channels || hgt != s || wid != s {
             return Err(Error::Invalid(format!(
                 "pixel values have shape [{b}, {c}, {hgt}, {wid}] but the vision tower expects \
@@ -93,11 +98,13 @@ impl VisionTower {
             .permute((0, 2, 4, 1, 3, 5))?
             .contiguous()?
             .reshape((b * g * g, c * p * p))?;
-        let x = patches.matmul(&self.patch_weight.t()?)?.reshape((b, g * g, ()))?;
-        let cls = self
-            .class_embedding
-            .reshape((1, 1, ()))?
-            .broadcast_as((b, 1, self.cfg.hidden_size))?;
+        let x = patches
+            .matmul(&self.patch_weight.t()?)?
+            .reshape((b, g * g, ()))?;
+        let cls =
+            self.class_embedding
+                .reshape((1, 1, ()))?
+                .broadcast_as((b, 1, self.cfg.hidden_size))?;
         let x = Tensor::cat(&[&cls, &x], 1)?;
         Ok(x.broadcast_add(&self.position_embedding)?)
     }

@@ -41,7 +41,11 @@ impl Weights {
     /// Opens the weights of a model directory, in the order of preference
     /// `model.safetensors`, `model.safetensors.index.json`, `pytorch_model.bin`.
     pub fn from_dir(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
-        let Some(file) = WEIGHT_FILES.iter().map(|f| dir.join(f)).find(|p| p.is_file()) else {
+        let Some(file) = WEIGHT_FILES
+            .iter()
+            .map(|f| dir.join(f))
+            .find(|p| p.is_file())
+        else {
             return Err(Error::MissingFile {
                 dir: dir.to_path_buf(),
                 what: "weights",
@@ -73,7 +77,10 @@ impl Weights {
             // SAFETY: the files are memory-mapped read-only; like every mmap
             // loader we rely on nobody truncating them while the model is alive.
             let st = unsafe { MmapedSafetensors::multi(&shards) }.map_err(bad)?;
-            let list = shards.iter().map(|p| p.display().to_string()).collect::<Vec<_>>();
+            let list = shards
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>();
             (Store::Safetensors(st), list.join(", "))
         } else if name.ends_with(".safetensors") {
             // SAFETY: as above.
@@ -130,13 +137,29 @@ impl Weights {
     fn shape_of(&self, key: &str) -> Option<Vec<usize>> {
         match &self.inner.store {
             Store::Safetensors(st) => st.get(key).ok().map(|v| v.shape().to_vec()),
-            Store::Pickle(pth) => pth.tensor_infos().get(key).map(|i| i.layout.dims().to_vec()),
+            Store::Pickle(pth) => pth
+                .tensor_infos()
+                .get(key)
+                .map(|i| i.layout.dims().to_vec()),
         }
     }
 
     /// True when the checkpoint holds `name` under this prefix.
     pub fn contains(&self, name: &str) -> bool {
         self.shape_of(&self.key(name)).is_some()
+    }
+
+    /// The first of `candidates` under which `probe` exists, else the first
+    /// candidate (so that a missing tensor is reported by its canonical name).
+    /// Checkpoints disagree on some module names, e.g. `encoder.layer` (hub
+    /// files) versus `encoder.layers` (transformers 5's vision tower on save).
+    pub fn pick_prefix<'a>(&self, candidates: &[&'a str], probe: &str) -> &'a str {
+        candidates
+            .iter()
+            .find(|c| self.contains(&format!("{c}.{probe}")))
+            .or(candidates.first())
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Loads `name` in the model dtype, checking that it has shape `dims`.

@@ -57,8 +57,8 @@ pub fn decode_rgb(bytes: &[u8], name: &str, max_pixels: u64) -> Result<RgbImage>
         });
     }
     let orientation = decoder.orientation().ok();
-    let mut img = DynamicImage::from_decoder(decoder)
-        .map_err(|e| fail(format!("cannot decode: {e}")))?;
+    let mut img =
+        DynamicImage::from_decoder(decoder).map_err(|e| fail(format!("cannot decode: {e}")))?;
     if let Some(o) = orientation {
         img.apply_orientation(o);
     }
@@ -133,7 +133,10 @@ mod tests {
             .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
             .unwrap();
         let err = decode_rgb(&png, "big.png", 1000).unwrap_err();
-        assert!(matches!(err, Error::TooManyPixels { pixels: 1200, .. }), "{err}");
+        assert!(
+            matches!(err, Error::TooManyPixels { pixels: 1200, .. }),
+            "{err}"
+        );
         assert!(decode_rgb(&png, "big.png", 1200).is_ok());
     }
 }

@@ -113,23 +113,43 @@ impl PreprocessorConfig {
             reason,
         };
         if raw.do_convert_rgb == Some(false) {
-            return Err(bad("do_convert_rgb=false is not supported: the model takes RGB".into()));
+            return Err(bad(
+                "do_convert_rgb=false is not supported: the model takes RGB".into(),
+            ));
         }
         let resize = match (raw.do_resize.unwrap_or(true), raw.size) {
             (false, _) => None,
             (true, None) => Some(ResizeTo::ShortestEdge(224)),
             (true, Some(SizeSpec::Int(s))) => Some(ResizeTo::ShortestEdge(s)),
-            (true, Some(SizeSpec::Dict { shortest_edge: Some(s), .. })) => Some(ResizeTo::ShortestEdge(s)),
-            (true, Some(SizeSpec::Dict { height: Some(height), width: Some(width), .. })) => {
-                Some(ResizeTo::Exact { height, width })
-            }
+            (
+                true,
+                Some(SizeSpec::Dict {
+                    shortest_edge: Some(s),
+                    ..
+                }),
+            ) => Some(ResizeTo::ShortestEdge(s)),
+            (
+                true,
+                Some(SizeSpec::Dict {
+                    height: Some(height),
+                    width: Some(width),
+                    ..
+                }),
+            ) => Some(ResizeTo::Exact { height, width }),
             (true, Some(other)) => return Err(bad(format!("unsupported `size` {other:?}"))),
         };
         let crop = match (raw.do_center_crop.unwrap_or(true), raw.crop_size) {
             (false, _) => None,
             (true, None) => Some((224, 224)),
             (true, Some(SizeSpec::Int(s))) => Some((s, s)),
-            (true, Some(SizeSpec::Dict { height: Some(h), width: Some(w), .. })) => Some((h, w)),
+            (
+                true,
+                Some(SizeSpec::Dict {
+                    height: Some(h),
+                    width: Some(w),
+                    ..
+                }),
+            ) => Some((h, w)),
             (true, Some(other)) => return Err(bad(format!("unsupported `crop_size` {other:?}"))),
         };
         let code = raw.resample.unwrap_or(3);
@@ -138,8 +158,14 @@ impl PreprocessorConfig {
                 "resample={code} is not supported; use 3 (bicubic), 2 (bilinear) or 1 (lanczos)"
             ))
         })?;
-        let mean = raw.image_mean.map(|m| m.channels()).unwrap_or(OPENAI_CLIP_MEAN);
-        let std = raw.image_std.map(|s| s.channels()).unwrap_or(OPENAI_CLIP_STD);
+        let mean = raw
+            .image_mean
+            .map(|m| m.channels())
+            .unwrap_or(OPENAI_CLIP_MEAN);
+        let std = raw
+            .image_std
+            .map(|s| s.channels())
+            .unwrap_or(OPENAI_CLIP_STD);
         Ok(Self {
             resize,
             filter,
@@ -179,7 +205,11 @@ impl Preprocessor {
             None => (width, height),
             Some(ResizeTo::Exact { height, width }) => (width, height),
             Some(ResizeTo::ShortestEdge(s)) => {
-                let (short, long) = if width <= height { (width, height) } else { (height, width) };
+                let (short, long) = if width <= height {
+                    (width, height)
+                } else {
+                    (height, width)
+                };
                 if short == s {
                     return (width, height);
                 }
@@ -210,7 +240,8 @@ impl Preprocessor {
         let top = (h - ch).div_euclid(2);
         let left = (w - cw).div_euclid(2);
         if top >= 0 && left >= 0 {
-            return image::imageops::crop_imm(img, left as u32, top as u32, cw as u32, ch as u32).to_image();
+            return image::imageops::crop_imm(img, left as u32, top as u32, cw as u32, ch as u32)
+                .to_image();
         }
         // Pad to at least the crop size, then crop the padded canvas.
         let (ph, pw) = (h.max(ch), w.max(cw));
@@ -223,7 +254,11 @@ impl Preprocessor {
             for x in x0..x1 {
                 let (sy, sx) = (y - pad_top, x - pad_left);
                 if (0..h).contains(&sy) && (0..w).contains(&sx) {
-                    out.put_pixel((x - x0) as u32, (y - y0) as u32, *img.get_pixel(sx as u32, sy as u32));
+                    out.put_pixel(
+                        (x - x0) as u32,
+                        (y - y0) as u32,
+                        *img.get_pixel(sx as u32, sy as u32),
+                    );
                 }
             }
         }
@@ -247,7 +282,10 @@ impl Preprocessor {
         let (w, h) = (img.width() as usize, img.height() as usize);
         let mut out = vec![0f32; 3 * h * w];
         let scale = self.config.rescale_factor;
-        let norm = self.config.normalize.map(|(m, s)| (m.map(|v| v as f32), s.map(|v| v as f32)));
+        let norm = self
+            .config
+            .normalize
+            .map(|(m, s)| (m.map(|v| v as f32), s.map(|v| v as f32)));
         for (i, p) in img.pixels().enumerate() {
             for c in 0..3 {
                 // Rescale in f64 then cast, as numpy does; normalise in f32.
@@ -309,7 +347,12 @@ mod tests {
         assert_eq!(c.filter, Filter::Bilinear);
         assert_eq!(c.normalize, Some(([0.5; 3], [0.5; 3])));
         std::fs::write(&path, r#"{"resample": 0}"#).unwrap();
-        let err = PreprocessorConfig::from_file(&path).unwrap_err().to_string();
-        assert!(err.contains("preprocessor_config.json") && err.contains("resample=0"), "{err}");
+        let err = PreprocessorConfig::from_file(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("preprocessor_config.json") && err.contains("resample=0"),
+            "{err}"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! A bit-exact port of Pillow's `libImaging/Resample.c` for 8-bit RGB:
 //! separable convolution with support scaled by the downscale factor,
-//! coefficients in 22-bit fixed point, horizontal pass first, and a rounded
-//! `u8` image between the passes. `image` and `fast_image_resize` differ from
+//! coefficients in 22-bit fixed point, Pillow 13's choice of which pass runs
+//! first, and a rounded `u8` image between the passes. `image` and `fast_image_resize` differ from
 //! Pillow by up to 5 levels, which is why this exists.
 
 use image::RgbImage;
@@ -133,78 +133,104 @@ fn clip8(acc: i64) -> u8 {
 
 const ROUND: i64 = 1 << (PRECISION_BITS - 1);
 
-/// Resizes an RGB image to `width`×`height` exactly as Pillow's
+/// Resamples rows `rows` of a `width`-pixel-wide RGB buffer to `out_w` pixels.
+fn horizontal(
+    src: &[u8],
+    width: usize,
+    rows: std::ops::Range<usize>,
+    out_w: usize,
+    c: &Coeffs,
+) -> Vec<u8> {
+    let mut out = vec![0u8; rows.len() * out_w * 3];
+    for (ty, y) in rows.enumerate() {
+        let row = &src[y * width * 3..(y + 1) * width * 3];
+        for xx in 0..out_w {
+            let (xmin, n) = c.bounds[xx];
+            let k = &c.weights[xx * c.ksize..xx * c.ksize + n];
+            let mut acc = [ROUND; 3];
+            for (i, &w) in k.iter().enumerate() {
+                let p = &row[(xmin + i) * 3..(xmin + i) * 3 + 3];
+                for ch in 0..3 {
+                    acc[ch] += p[ch] as i64 * w as i64;
+                }
+            }
+            let o = (ty * out_w + xx) * 3;
+            for ch in 0..3 {
+                out[o + ch] = clip8(acc[ch]);
+            }
+        }
+    }
+    out
+}
+
+/// Resamples a `width`-pixel-wide RGB buffer whose first row is source row
+/// `row_offset` to `out_h` rows.
+fn vertical(src: &[u8], width: usize, row_offset: usize, out_h: usize, c: &Coeffs) -> Vec<u8> {
+    let mut out = vec![0u8; width * out_h * 3];
+    for yy in 0..out_h {
+        let (ymin, n) = c.bounds[yy];
+        let ymin = ymin - row_offset;
+        let k = &c.weights[yy * c.ksize..yy * c.ksize + n];
+        for xx in 0..width {
+            let mut acc = [ROUND; 3];
+            for (i, &w) in k.iter().enumerate() {
+                let o = ((ymin + i) * width + xx) * 3;
+                for ch in 0..3 {
+                    acc[ch] += src[o + ch] as i64 * w as i64;
+                }
+            }
+            let o = (yy * width + xx) * 3;
+            for ch in 0..3 {
+                out[o + ch] = clip8(acc[ch]);
+            }
+        }
+    }
+    out
+}
+
+/// Resizes an RGB image to `width`×`height` exactly as Pillow 13's
 /// `Image.resize((width, height), filter, reducing_gap=None)` does.
 pub fn resize(src: &RgbImage, width: u32, height: u32, filter: Filter) -> RgbImage {
     let (in_w, in_h) = (src.width() as usize, src.height() as usize);
     let (out_w, out_h) = (width as usize, height as usize);
-    if (in_w, in_h) == (out_w, out_h) || out_w == 0 || out_h == 0 {
-        return if out_w == 0 || out_h == 0 {
-            RgbImage::new(width, height)
-        } else {
-            src.clone()
-        };
+    if out_w == 0 || out_h == 0 {
+        return RgbImage::new(width, height);
     }
+    let (need_h, need_v) = (in_w != out_w, in_h != out_h);
     let horiz = coeffs(in_w, out_w, filter);
     let vert = coeffs(in_h, out_h, filter);
-
-    // Horizontal pass over only the rows the vertical pass will read.
-    let rows_first = if in_w != out_w && in_h != out_h { vert.bounds[0].0 } else { 0 };
-    let (tmp, tmp_w) = if in_w != out_w {
-        let rows_last = if in_h != out_h {
+    // Pillow runs the vertical pass first when the height shrinks by more
+    // than twice as many pixels as the width does; the order changes rounding.
+    let (dx, dy) = (in_w as i64 - out_w as i64, in_h as i64 - out_h as i64);
+    let horizontal_first = !(dy > 0 && dy > dx * 2);
+    let pixels = if horizontal_first {
+        // Only the source rows the vertical pass reads go through the first pass.
+        let rows = if need_v {
             let last = vert.bounds[out_h - 1];
-            last.0 + last.1
+            vert.bounds[0].0..last.0 + last.1
         } else {
-            in_h
+            0..in_h
         };
-        let src = src.as_raw();
-        let mut tmp = vec![0u8; (rows_last - rows_first) * out_w * 3];
-        for (ty, y) in (rows_first..rows_last).enumerate() {
-            let row = &src[y * in_w * 3..(y + 1) * in_w * 3];
-            for xx in 0..out_w {
-                let (xmin, n) = horiz.bounds[xx];
-                let k = &horiz.weights[xx * horiz.ksize..xx * horiz.ksize + n];
-                let mut acc = [ROUND; 3];
-                for (i, &w) in k.iter().enumerate() {
-                    let p = &row[(xmin + i) * 3..(xmin + i) * 3 + 3];
-                    for c in 0..3 {
-                        acc[c] += p[c] as i64 * w as i64;
-                    }
-                }
-                let o = (ty * out_w + xx) * 3;
-                for c in 0..3 {
-                    tmp[o + c] = clip8(acc[c]);
-                }
-            }
+        let offset = rows.start;
+        let (tmp, w) = if need_h {
+            (horizontal(src.as_raw(), in_w, rows, out_w, &horiz), out_w)
+        } else {
+            (src.as_raw().clone(), in_w)
+        };
+        if need_v {
+            vertical(&tmp, w, if need_h { offset } else { 0 }, out_h, &vert)
+        } else {
+            tmp
         }
-        (tmp, out_w)
     } else {
-        (src.as_raw().clone(), in_w)
-    };
-
-    if in_h == out_h {
-        return RgbImage::from_raw(width, height, tmp).expect("buffer matches size");
-    }
-    let mut out = vec![0u8; out_w * out_h * 3];
-    for yy in 0..out_h {
-        let (ymin, n) = vert.bounds[yy];
-        let ymin = ymin - rows_first;
-        let k = &vert.weights[yy * vert.ksize..yy * vert.ksize + n];
-        for xx in 0..tmp_w {
-            let mut acc = [ROUND; 3];
-            for (i, &w) in k.iter().enumerate() {
-                let o = ((ymin + i) * tmp_w + xx) * 3;
-                for c in 0..3 {
-                    acc[c] += tmp[o + c] as i64 * w as i64;
-                }
-            }
-            let o = (yy * out_w + xx) * 3;
-            for c in 0..3 {
-                out[o + c] = clip8(acc[c]);
-            }
+        let tmp = vertical(src.as_raw(), in_w, 0, out_h, &vert);
+        if need_h {
+            horizontal(&tmp, in_w, 0..out_h, out_w, &horiz)
+        } else {
+            tmp
         }
-    }
-    RgbImage::from_raw(width, height, out).expect("buffer matches size")
+    };
+    RgbImage::from_raw(width, height, pixels).expect("buffer matches size")
 }
 
 #[cfg(test)]
@@ -230,7 +256,10 @@ mod tests {
                     .iter()
                     .map(|&w| w as i64)
                     .sum();
-                assert!((s - (1 << PRECISION_BITS)).abs() <= c.ksize as i64, "{i}->{o}: {s}");
+                assert!(
+                    (s - (1 << PRECISION_BITS)).abs() <= c.ksize as i64,
+                    "{i}->{o}: {s}"
+                );
             }
         }
     }

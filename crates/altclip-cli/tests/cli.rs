@@ -1,0 +1,294 @@
+//! The `altclip` command-line contract, run against the tiny fixture models.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn model() -> String {
+    fixtures().join("tiny-224").display().to_string()
+}
+
+fn image(name: &str) -> String {
+    fixtures().join("images").join(name).display().to_string()
+}
+
+fn altclip(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_altclip"))
+        .args(args)
+        .env_remove("ALTCLIP_MODEL")
+        .output()
+        .expect("run altclip")
+}
+
+fn json_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn norm(v: &Value) -> f64 {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap().powi(2))
+        .sum::<f64>()
+        .sqrt()
+}
+
+#[test]
+fn embed_prints_images_then_texts_normalised() {
+    let m = model();
+    let out = altclip(&[
+        "embed",
+        "--model",
+        &m,
+        "--text",
+        "一只猫",
+        "--image",
+        &image("photo.png"),
+        "--text",
+        "a dog",
+        "--image",
+        &image("gray.png"),
+        "--batch-size",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out);
+    let kinds: Vec<_> = lines.iter().map(|l| l["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["image", "image", "text", "text"]);
+    assert_eq!(lines[2]["input"], "一只猫");
+    assert_eq!(lines[3]["input"], "a dog");
+    assert!(lines[0]["input"].as_str().unwrap().ends_with("photo.png"));
+    for l in &lines {
+        assert_eq!(l["embedding"].as_array().unwrap().len(), 32);
+        assert!((norm(&l["embedding"]) - 1.0).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn embed_raw_matches_reference_features() {
+    let m = model();
+    let reference: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("tiny-224/reference.json")).unwrap(),
+    )
+    .unwrap();
+    let text = reference["texts"][0].as_str().unwrap();
+    let out = altclip(&["embed", "--model", &m, "--raw", "--text", text]);
+    assert!(out.status.success());
+    let ours = &json_lines(&out)[0]["embedding"];
+    let expected = &reference["text_features"][0];
+    for (a, b) in ours
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(expected.as_array().unwrap())
+    {
+        assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-4);
+    }
+    assert!((norm(ours) - norm(expected)).abs() < 1e-4);
+}
+
+#[test]
+fn a_bad_image_does_not_take_down_the_batch() {
+    let m = model();
+    let out = altclip(&[
+        "embed",
+        "--model",
+        &m,
+        "--image",
+        &image("photo.png"),
+        "--image",
+        &image("corrupt.png"),
+        "--image",
+        &image("notimage.png"),
+        "--image",
+        "/no/such/file.png",
+        "--image",
+        &image("gray.png"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 5);
+    for i in [0, 4] {
+        assert!(lines[i]["embedding"].is_array(), "{}", lines[i]);
+    }
+    for i in [1, 2, 3] {
+        let err = lines[i]["error"].as_str().unwrap();
+        assert!(err.contains(lines[i]["input"].as_str().unwrap()), "{err}");
+        assert!(lines[i].get("embedding").is_none());
+    }
+}
+
+#[test]
+fn images_over_the_pixel_limit_are_refused() {
+    let m = model();
+    let out = altclip(&[
+        "embed",
+        "--model",
+        &m,
+        "--max-pixels",
+        "1000",
+        "--image",
+        &image("photo.png"),
+        "--image",
+        &image("small.png"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let lines = json_lines(&out);
+    assert!(
+        lines[0]["error"].as_str().unwrap().contains("--max-pixels"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[1]["embedding"].is_array());
+}
+
+#[test]
+fn invalid_utf8_in_texts_file_names_the_line() {
+    let m = model();
+    let path = std::env::temp_dir().join(format!("altclip-texts-{}.txt", std::process::id()));
+    std::fs::write(&path, b"good line\n\xff\xfe bad\n").unwrap();
+    let out = altclip(&[
+        "embed",
+        "--model",
+        &m,
+        "--texts-file",
+        path.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:2", path.display())), "{err}");
+    std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn texts_file_lines_are_embedded_in_order() {
+    let m = model();
+    let path = std::env::temp_dir().join(format!("altclip-texts-ok-{}.txt", std::process::id()));
+    std::fs::write(&path, "第一行\r\nsecond\n\nfourth\n").unwrap();
+    let out = altclip(&[
+        "embed",
+        "--model",
+        &m,
+        "--text",
+        "zero",
+        "--texts-file",
+        path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let inputs: Vec<_> = json_lines(&out)
+        .iter()
+        .map(|l| l["input"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(inputs, ["zero", "第一行", "second", "", "fourth"]);
+    std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn tokenize_prints_ids_with_specials_and_no_padding() {
+    let m = model();
+    let reference: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("tiny-224/reference.json")).unwrap(),
+    )
+    .unwrap();
+    let texts: Vec<&str> = reference["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    let mut args = vec!["tokenize", "--model", &m];
+    args.extend(&texts);
+    let out = altclip(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), texts.len());
+    for (line, expected) in lines.iter().zip(reference["input_ids"].as_array().unwrap()) {
+        assert_eq!(&line["ids"], expected, "{}", line["text"]);
+    }
+}
+
+#[test]
+fn similarity_is_a_softmax_per_image() {
+    let m = model();
+    let out = altclip(&[
+        "similarity",
+        "--model",
+        &m,
+        "--image",
+        &image("photo.png"),
+        "--image",
+        &image("corrupt.png"),
+        "--text",
+        "一只猫",
+        "--text",
+        "a dog",
+        "--text",
+        "🐱",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let lines = json_lines(&out);
+    let probs: Vec<f64> = lines[0]["probs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_f64().unwrap())
+        .collect();
+    assert_eq!(probs.len(), 3);
+    assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-5);
+    assert!(lines[1]["error"].is_string());
+}
+
+#[test]
+fn info_reports_origin_parameters_and_config() {
+    let m = model();
+    let out = altclip(&["info", "--model", &m]);
+    assert!(out.status.success());
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["origin"], "local directory");
+    assert_eq!(info["embedding_dim"], 32);
+    assert_eq!(info["config"]["vision_config"]["patch_size"], 32);
+    assert!(info["parameters"].as_u64().unwrap() > 100_000);
+    assert!(info["weights"]
+        .as_str()
+        .unwrap()
+        .ends_with("model.safetensors"));
+}
+
+#[test]
+fn unknown_model_errors_say_how_to_fix() {
+    let out = Command::new(env!("CARGO_BIN_EXE_altclip"))
+        .args(["info", "--model", "nobody/not-a-model"])
+        .env("HF_HUB_OFFLINE", "1")
+        .env(
+            "HF_HUB_CACHE",
+            std::env::temp_dir().join("altclip-empty-cache"),
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nobody/not-a-model") && err.contains("huggingface-cli download"),
+        "{err}"
+    );
+
+    let out = altclip(&["info", "--model", "./no/such/dir"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such directory"));
+}

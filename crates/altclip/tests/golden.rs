@@ -1,0 +1,398 @@
+//! Parity with transformers: tiny random-weight AltCLIP models and the outputs
+//! transformers computed for them (see tests/fixtures/README.md and
+//! scripts/make_fixtures.py).
+
+use std::path::{Path, PathBuf};
+
+use altclip::preprocess::{open_rgb, resample, Preprocessor, DEFAULT_MAX_PIXELS};
+use altclip::text::TextInputs;
+use altclip::weights::Weights;
+use altclip::{AltClip, AltClipConfig, AltClipModel, DType, Device, LoadOptions, TextTokenizer};
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn rows(v: &Value) -> Vec<Vec<f32>> {
+    v.as_array().unwrap().iter().map(floats).collect()
+}
+
+fn ids(v: &Value) -> Vec<Vec<u32>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect()
+        })
+        .collect()
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `(cosine, max |Δ|)` between two vectors.
+fn compare(a: &[f32], b: &[f32]) -> (f64, f64) {
+    assert_eq!(a.len(), b.len());
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let max = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() as f64)
+        .fold(0.0, f64::max);
+    (dot / (na * nb), max)
+}
+
+fn assert_close(what: &str, ours: &[f32], reference: &[f32], min_cos: f64, max_abs: f64) {
+    let (cos, max) = compare(ours, reference);
+    assert!(
+        cos >= min_cos && max <= max_abs,
+        "{what}: cosine {cos:.8} (need ≥ {min_cos}), max |Δ| {max:.3e} (need ≤ {max_abs:.0e})"
+    );
+}
+
+const MODELS: [&str; 3] = ["tiny-224", "tiny-odd", "tiny-m18"];
+
+fn load(model: &str, max_length: usize) -> AltClip {
+    let opts = LoadOptions {
+        max_length,
+        ..LoadOptions::default()
+    };
+    AltClip::load(fixtures().join(model).to_str().unwrap(), &opts)
+        .unwrap_or_else(|e| panic!("{model}: {e}"))
+}
+
+/// Lossless formats must match to the text tolerance; JPEG decoders differ
+/// from libjpeg-turbo by a level here and there, so JPEGs get a looser bound.
+fn image_tolerance(name: &str) -> (f64, f64) {
+    if name.ends_with(".jpg") {
+        (0.999, 1e-1)
+    } else {
+        (0.99999, 1e-4)
+    }
+}
+
+#[test]
+fn resize_is_bit_identical_to_pillow() {
+    let dir = fixtures().join("resize");
+    let index = read_json(&dir.join("index.json"));
+    let mut checked = 0;
+    for entry in index.as_array().unwrap() {
+        let src = open_rgb(
+            &fixtures()
+                .join("images")
+                .join(entry["source"].as_str().unwrap()),
+            DEFAULT_MAX_PIXELS,
+        )
+        .unwrap();
+        let (w, h) = (
+            entry["width"].as_u64().unwrap() as u32,
+            entry["height"].as_u64().unwrap() as u32,
+        );
+        let expected = image::open(dir.join(entry["file"].as_str().unwrap()))
+            .unwrap()
+            .to_rgb8();
+        assert_eq!((expected.width(), expected.height()), (w, h));
+        if let Some(edge) = entry.get("shortest_edge").and_then(Value::as_u64) {
+            // The size rule must agree with transformers' too.
+            let mut config = altclip::preprocess::PreprocessorConfig::clip_default(edge as u32);
+            config.crop = None;
+            let p = Preprocessor { config };
+            assert_eq!(p.resize_shape(src.width(), src.height()), (w, h), "{entry}");
+        }
+        let ours = resample::resize(&src, w, h, resample::Filter::Bicubic);
+        let differing = ours
+            .as_raw()
+            .iter()
+            .zip(expected.as_raw())
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!(
+            differing, 0,
+            "{entry}: {differing} bytes differ from Pillow"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} resize cases");
+}
+
+#[test]
+fn tokenizer_paths_agree_with_transformers() {
+    let dir = fixtures().join("spm");
+    let reference = read_json(&dir.join("tokenize.json"));
+    let texts = strings(&reference["texts"]);
+    let expected = ids(&reference["ids"]);
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let mut from_json = TextTokenizer::from_tokenizer_json(&dir.join("tokenizer.json")).unwrap();
+    let mut from_spm =
+        TextTokenizer::from_sentencepiece(&dir.join("sentencepiece.bpe.model")).unwrap();
+    from_json.set_max_length(512).unwrap();
+    from_spm.set_max_length(512).unwrap();
+    assert_eq!(from_json.vocab_size(), from_spm.vocab_size());
+    for (name, tok) in [
+        ("tokenizer.json", &from_json),
+        ("sentencepiece.bpe.model", &from_spm),
+    ] {
+        let got = tok.encode(&refs).unwrap();
+        for ((text, g), e) in texts.iter().zip(&got).zip(&expected) {
+            assert_eq!(g, e, "{name}: ids differ for {text:?}");
+        }
+    }
+}
+
+#[test]
+fn text_features_match_transformers() {
+    for model in MODELS {
+        let reference = read_json(&fixtures().join(model).join("reference.json"));
+        let texts = strings(&reference["texts"]);
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let clip = load(model, 77);
+        assert_eq!(
+            clip.tokenize(&refs).unwrap(),
+            ids(&reference["input_ids"]),
+            "{model}: token ids"
+        );
+        let ours = clip.text_features(&refs).unwrap();
+        for ((text, o), r) in texts
+            .iter()
+            .zip(&ours)
+            .zip(rows(&reference["text_features"]))
+        {
+            assert_close(&format!("{model} text {text:?}"), o, &r, 0.99999, 1e-4);
+        }
+        assert!(
+            (clip.model.logit_scale() - reference["logit_scale"].as_f64().unwrap() as f32).abs()
+                < 1e-6,
+            "{model}: logit_scale"
+        );
+    }
+}
+
+#[test]
+fn long_texts_follow_max_length() {
+    let model = "tiny-224";
+    let reference = read_json(&fixtures().join(model).join("reference.json"));
+    let texts = strings(&reference["texts"]);
+    let long = texts.last().unwrap().as_str();
+    let untruncated = ids(&reference["input_ids_untruncated"]);
+    let clip = load(model, 512);
+    assert_eq!(
+        clip.tokenize(&[long]).unwrap()[0],
+        *untruncated.last().unwrap()
+    );
+    assert!(
+        untruncated.last().unwrap().len() > 77,
+        "the long text must exceed 77 tokens"
+    );
+    let ours = clip.text_features(&[long]).unwrap();
+    assert_close(
+        "512-token text",
+        &ours[0],
+        &rows(&reference["text_features_maxlen512"])[0],
+        0.99999,
+        1e-4,
+    );
+}
+
+#[test]
+fn image_features_match_transformers() {
+    for model in MODELS {
+        let reference = read_json(&fixtures().join(model).join("reference.json"));
+        let names = strings(&reference["images"]);
+        let clip = load(model, 77);
+        for (name, r) in names.iter().zip(rows(&reference["image_features"])) {
+            let img = open_rgb(&fixtures().join("images").join(name), DEFAULT_MAX_PIXELS).unwrap();
+            let ours = clip.image_features(&[img]).unwrap();
+            let (min_cos, max_abs) = image_tolerance(name);
+            assert_close(
+                &format!("{model} image {name}"),
+                &ours[0],
+                &r,
+                min_cos,
+                max_abs,
+            );
+        }
+    }
+}
+
+#[test]
+fn pixel_values_match_transformers() {
+    let model = "tiny-odd";
+    let reference = read_json(&fixtures().join(model).join("reference.json"));
+    let clip = load(model, 77);
+    let names = strings(&reference["images"]);
+    for (name, r) in names.iter().zip(rows(&reference["pixel_values"])) {
+        let img = open_rgb(&fixtures().join("images").join(name), DEFAULT_MAX_PIXELS).unwrap();
+        let ours = clip.preprocessor.pixel_values(&img);
+        let max = ours
+            .iter()
+            .zip(&r)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        let bound = if name.ends_with(".jpg") { 0.5 } else { 1e-5 };
+        assert_eq!(ours.len(), r.len(), "{name}");
+        assert!(max <= bound, "{name}: pixel values differ by {max}");
+    }
+}
+
+#[test]
+fn similarity_matches_transformers() {
+    let model = "tiny-224";
+    let reference = read_json(&fixtures().join(model).join("reference.json"));
+    let clip = load(model, 77);
+    let texts = strings(&reference["texts"]);
+    let refs: Vec<&str> = texts[..3].iter().map(String::as_str).collect();
+    let images: Vec<_> = ["photo.png", "gray.png"]
+        .iter()
+        .map(|n| image::open(fixtures().join("images").join(n)).unwrap())
+        .collect();
+    let ours = clip.similarity(&images, &refs).unwrap();
+    for (o, r) in ours.iter().zip(rows(&reference["similarity"])) {
+        let max = o
+            .iter()
+            .zip(&r)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(max < 1e-5, "similarity {o:?} vs {r:?}");
+    }
+}
+
+#[test]
+fn bin_and_safetensors_give_identical_outputs() {
+    let dir = fixtures().join("tiny-224");
+    let config = AltClipConfig::from_file(&dir.join("config.json")).unwrap();
+    let clip = load("tiny-224", 77);
+    let inputs = clip.text_inputs(&["一只猫", "a photo of a dog"]).unwrap();
+    let img = open_rgb(&fixtures().join("images/photo.png"), DEFAULT_MAX_PIXELS).unwrap();
+    let pixels = clip.pixel_values(&[img]).unwrap();
+    let run = |file: &str| {
+        let w = Weights::from_file(&dir.join(file), DType::F32, &Device::Cpu).unwrap();
+        let m = AltClipModel::load(&w, &config).unwrap();
+        let t: Vec<Vec<f32>> = m.text_features(&inputs).unwrap().to_vec2().unwrap();
+        let i: Vec<Vec<f32>> = m.image_features(&pixels).unwrap().to_vec2().unwrap();
+        (t, i, m.parameter_count())
+    };
+    let st = run("model.safetensors");
+    let bin = run("pytorch_model.bin");
+    assert_eq!(st, bin);
+}
+
+#[test]
+fn text_embedding_does_not_depend_on_batch_padding() {
+    let clip = load("tiny-224", 77);
+    let short = "一只猫";
+    let alone = clip.text_features(&[short]).unwrap();
+    let batched = clip
+        .text_features(&[
+            "a much longer caption about a cat sitting on the green grass",
+            short,
+            "狗",
+        ])
+        .unwrap();
+    assert_close("padded text", &batched[1], &alone[0], 0.9999999, 1e-5);
+}
+
+#[test]
+fn image_embedding_does_not_depend_on_batch_size() {
+    let clip = load("tiny-odd", 77);
+    let names = [
+        "photo.png",
+        "gray.png",
+        "rgba.png",
+        "palette.png",
+        "wide.png",
+        "tall.png",
+        "small.png",
+        "noise.png",
+    ];
+    let images: Vec<_> = names
+        .iter()
+        .map(|n| open_rgb(&fixtures().join("images").join(n), DEFAULT_MAX_PIXELS).unwrap())
+        .collect();
+    let batched = clip.image_features(&images).unwrap();
+    for (i, img) in images.iter().enumerate() {
+        let alone = clip.image_features(std::slice::from_ref(img)).unwrap();
+        assert_close(names[i], &batched[i], &alone[0], 0.9999999, 1e-5);
+    }
+}
+
+#[test]
+fn text_inputs_pad_and_position_like_fairseq() {
+    let inputs = TextInputs::new(&[vec![0, 5, 2], vec![0, 2]], 1, &Device::Cpu).unwrap();
+    assert_eq!(
+        inputs.input_ids.to_vec2::<u32>().unwrap(),
+        vec![vec![0, 5, 2], vec![0, 2, 1]]
+    );
+    assert_eq!(
+        inputs.position_ids.to_vec2::<u32>().unwrap(),
+        vec![vec![2, 3, 4], vec![2, 3, 1]]
+    );
+}
+
+/// A copy of tiny-224 whose config.json is edited, to provoke load errors.
+fn edited_copy(name: &str, edit: impl Fn(&mut Value)) -> PathBuf {
+    let src = fixtures().join("tiny-224");
+    let dst = std::env::temp_dir().join(format!("altclip-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dst).unwrap();
+    for file in [
+        "model.safetensors",
+        "tokenizer.json",
+        "preprocessor_config.json",
+    ] {
+        std::fs::copy(src.join(file), dst.join(file)).unwrap();
+    }
+    let mut config = read_json(&src.join("config.json"));
+    edit(&mut config);
+    std::fs::write(dst.join("config.json"), config.to_string()).unwrap();
+    dst
+}
+
+#[test]
+fn wrong_shape_names_tensor_and_both_shapes() {
+    let dir = edited_copy("shape", |c| c["projection_dim"] = Value::from(7));
+    let err = AltClip::load(dir.to_str().unwrap(), &LoadOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("text_projection.weight"), "{err}");
+    assert!(err.contains("[7, 48]") && err.contains("[32, 48]"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let dir = edited_copy("missing", |c| {
+        c["text_config"]["num_hidden_layers"] = Value::from(3)
+    });
+    let err = AltClip::load(dir.to_str().unwrap(), &LoadOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("text_model.roberta.encoder.layer.2."), "{err}");
+    assert!(err.contains("missing"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
