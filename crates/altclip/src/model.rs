@@ -269,12 +269,7 @@ impl AltClip {
     pub fn similarity(&self, images: &[DynamicImage], texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         let img = self.embed_images(images)?;
         let txt = self.embed_texts(texts)?;
-        softmax_similarity(
-            &img,
-            &txt,
-            self.model.logit_scale(),
-            &self.device,
-        )
+        softmax_similarity(&img, &txt, self.model.logit_scale(), &self.device)
     }
 }
 
