@@ -292,3 +292,38 @@ fn unknown_model_errors_say_how_to_fix() {
     let out = altclip(&["info", "--model", "./no/such/dir"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such directory"));
 }
+
+#[test]
+fn hub_ids_resolve_through_the_hf_cache() {
+    let cache = std::env::temp_dir().join(format!("altclip-hf-cache-{}", std::process::id()));
+    let repo = cache.join("models--test-org--tiny-altclip");
+    let snapshot = repo.join("snapshots").join("0123abc");
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs").join("main"), "0123abc").unwrap();
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "preprocessor_config.json",
+    ] {
+        std::fs::copy(fixtures().join("tiny-224").join(file), snapshot.join(file)).unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_altclip"))
+        .args(["info", "--model", "test-org/tiny-altclip"])
+        .env("HF_HUB_CACHE", &cache)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        info["origin"],
+        "Hugging Face cache (test-org/tiny-altclip@main)"
+    );
+    std::fs::remove_dir_all(cache).unwrap();
+}

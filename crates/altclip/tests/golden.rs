@@ -396,3 +396,65 @@ fn missing_tensor_is_named() {
     assert!(err.contains("missing"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn rgb_conversion_matches_transformers() {
+    let dir = fixtures().join("rgb");
+    let index = read_json(&dir.join("index.json"));
+    for entry in index.as_array().unwrap() {
+        let source = entry["source"].as_str().unwrap();
+        let ours = open_rgb(&fixtures().join("images").join(source), DEFAULT_MAX_PIXELS).unwrap();
+        let expected = image::open(dir.join(entry["file"].as_str().unwrap()))
+            .unwrap()
+            .to_rgb8();
+        assert_eq!(
+            ours.dimensions(),
+            expected.dimensions(),
+            "{source}: EXIF orientation or size"
+        );
+        let max = ours
+            .as_raw()
+            .iter()
+            .zip(expected.as_raw())
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap();
+        // Lossless formats are bit-exact; JPEG decoders (zune-jpeg here,
+        // libjpeg-turbo in Pillow) differ by a few levels.
+        let bound = if source.ends_with(".jpg") { 8 } else { 0 };
+        assert!(
+            max <= bound,
+            "{source}: max difference {max} from Pillow's RGB conversion"
+        );
+    }
+}
+
+#[test]
+fn half_precision_stays_close_to_f32() {
+    let reference = read_json(&fixtures().join("tiny-224/reference.json"));
+    let texts = strings(&reference["texts"]);
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let img = open_rgb(&fixtures().join("images/photo.png"), DEFAULT_MAX_PIXELS).unwrap();
+    for dtype in [DType::BF16, DType::F16] {
+        let opts = LoadOptions {
+            dtype,
+            ..LoadOptions::default()
+        };
+        let clip = AltClip::load(fixtures().join("tiny-224").to_str().unwrap(), &opts).unwrap();
+        for (o, r) in clip
+            .text_features(&refs)
+            .unwrap()
+            .iter()
+            .zip(rows(&reference["text_features"]))
+        {
+            assert!(
+                compare(o, &r).0 > 0.99,
+                "{dtype:?} text cosine {}",
+                compare(o, &r).0
+            );
+        }
+        let ours = clip.image_features(std::slice::from_ref(&img)).unwrap();
+        let expected = &rows(&reference["image_features"])[0];
+        assert!(compare(&ours[0], expected).0 > 0.99, "{dtype:?} image");
+    }
+}
