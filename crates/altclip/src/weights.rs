@@ -8,14 +8,70 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use candle_core::pickle::PthTensors;
-use candle_core::safetensors::MmapedSafetensors;
+use candle_core::safetensors::Load;
 use candle_core::{DType, Device, Tensor};
+use safetensors::tensor::{Metadata, TensorView};
 
 use crate::error::{Error, Result};
 use crate::hub::WEIGHT_FILES;
 
+/// One memory-mapped `.safetensors` file.
+struct MappedFile {
+    mmap: memmap2::Mmap,
+    /// Byte offset of the tensor data (after the length prefix and JSON header).
+    data_start: usize,
+    metadata: Metadata,
+}
+
+impl MappedFile {
+    fn open(path: &Path) -> Result<Self> {
+        let bad = |reason: String| Error::BadWeights {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        // SAFETY: the file is mapped read-only; like every mmap loader we rely
+        // on nobody truncating it while it is mapped.
+        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let (header_len, metadata) = safetensors::SafeTensors::read_metadata(&mmap)
+            .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        Ok(Self {
+            mmap,
+            data_start: 8 + header_len,
+            metadata,
+        })
+    }
+
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.metadata.info(name).map(|i| i.shape.clone())
+    }
+
+    /// Copies a tensor out of the map, then tells the kernel its pages are no
+    /// longer needed, so that peak memory is one copy of the model, not two.
+    fn load(&self, name: &str, device: &Device) -> Result<Option<Tensor>> {
+        let Some(info) = self.metadata.info(name) else {
+            return Ok(None);
+        };
+        let (start, end) = info.data_offsets;
+        let range = self.data_start + start..self.data_start + end;
+        let view = TensorView::new(info.dtype, info.shape.clone(), &self.mmap[range.clone()])
+            .map_err(|e| Error::Invalid(format!("tensor `{name}`: {e}")))?;
+        let tensor = view.load(device)?;
+        // SAFETY: the map is private and read-only, so dropped pages are simply
+        // re-read from the file if anything touches them again.
+        let _ = unsafe {
+            self.mmap.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                range.start,
+                range.len(),
+            )
+        };
+        Ok(Some(tensor))
+    }
+}
+
 enum Store {
-    Safetensors(MmapedSafetensors),
+    Safetensors(Vec<MappedFile>),
     Pickle(PthTensors),
 }
 
@@ -59,10 +115,6 @@ impl Weights {
     /// or a PyTorch zip pickle (`*.bin`, `*.pt`, `*.pth`).
     pub fn from_file(path: &Path, dtype: DType, device: &Device) -> Result<Self> {
         let name = path.to_string_lossy();
-        let bad = |e: candle_core::Error| Error::BadWeights {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        };
         let (store, files) = if name.ends_with(".index.json") {
             let shards = shard_files(path)?;
             for shard in &shards {
@@ -74,18 +126,18 @@ impl Weights {
                     });
                 }
             }
-            // SAFETY: the files are memory-mapped read-only; like every mmap
-            // loader we rely on nobody truncating them while the model is alive.
-            let st = unsafe { MmapedSafetensors::multi(&shards) }.map_err(bad)?;
+            let files = shards
+                .iter()
+                .map(|p| MappedFile::open(p))
+                .collect::<Result<Vec<_>>>()?;
             let list = shards
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>();
-            (Store::Safetensors(st), list.join(", "))
+            (Store::Safetensors(files), list.join(", "))
         } else if name.ends_with(".safetensors") {
-            // SAFETY: as above.
-            let st = unsafe { MmapedSafetensors::new(path) }.map_err(bad)?;
-            (Store::Safetensors(st), path.display().to_string())
+            let file = MappedFile::open(path)?;
+            (Store::Safetensors(vec![file]), path.display().to_string())
         } else {
             let pth = PthTensors::new(path, None).map_err(|e| Error::BadWeights {
                 path: path.to_path_buf(),
@@ -136,7 +188,7 @@ impl Weights {
 
     fn shape_of(&self, key: &str) -> Option<Vec<usize>> {
         match &self.inner.store {
-            Store::Safetensors(st) => st.get(key).ok().map(|v| v.shape().to_vec()),
+            Store::Safetensors(files) => files.iter().find_map(|f| f.shape(key)),
             Store::Pickle(pth) => pth
                 .tensor_infos()
                 .get(key)
@@ -186,15 +238,19 @@ impl Weights {
         }
         let device = &self.inner.device;
         let tensor = match &self.inner.store {
-            Store::Safetensors(st) => st.load(&key, device)?,
-            Store::Pickle(pth) => pth
-                .get(&key)?
-                .ok_or_else(|| Error::MissingTensor {
-                    name: key.clone(),
-                    source_desc: self.inner.files.clone(),
-                })?
-                .to_device(device)?,
+            Store::Safetensors(files) => files
+                .iter()
+                .find(|f| f.shape(&key).is_some())
+                .map(|f| f.load(&key, device)),
+            Store::Pickle(pth) => Some(pth.get(&key).map_err(Error::from)),
         };
+        let tensor = tensor
+            .transpose()?
+            .flatten()
+            .ok_or_else(|| Error::MissingTensor {
+                name: key.clone(),
+                source_desc: self.inner.files.clone(),
+            })?;
         self.inner
             .loaded
             .fetch_add(tensor.elem_count() as u64, Ordering::Relaxed);
@@ -214,7 +270,10 @@ impl Weights {
     /// Every tensor name in the checkpoint, for diagnostics.
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = match &self.inner.store {
-            Store::Safetensors(st) => st.tensors().into_iter().map(|(n, _)| n).collect(),
+            Store::Safetensors(files) => files
+                .iter()
+                .flat_map(|f| f.metadata.tensors().into_keys())
+                .collect(),
             Store::Pickle(pth) => pth.tensor_infos().keys().cloned().collect(),
         };
         names.sort();
