@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use altclip::preprocess::{open_rgb, DEFAULT_MAX_PIXELS};
-use altclip::{AltClip, DType, LoadOptions};
+use altclip::{AltClip, DType, LoadOptions, TextTokenizer};
 use anyhow::{Context, Result};
 use image::RgbImage;
 
@@ -37,8 +37,8 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    pub fn load(&self) -> Result<AltClip> {
-        let opts = LoadOptions {
+    fn options(&self) -> LoadOptions {
+        LoadOptions {
             dtype: match self.dtype {
                 Precision::F32 => DType::F32,
                 Precision::F16 => DType::F16,
@@ -47,7 +47,17 @@ impl ModelArgs {
             revision: self.revision.clone(),
             max_length: self.max_length,
             ..LoadOptions::default()
-        };
+        }
+    }
+
+    /// Loads the tokenizer alone (no weights).
+    pub fn load_tokenizer(&self) -> Result<TextTokenizer> {
+        AltClip::load_tokenizer(&self.model, &self.options())
+            .with_context(|| format!("loading the tokenizer of `{}`", self.model))
+    }
+
+    pub fn load(&self) -> Result<AltClip> {
+        let opts = self.options();
         let start = std::time::Instant::now();
         let clip = AltClip::load(&self.model, &opts)
             .with_context(|| format!("loading model `{}`", self.model))?;

@@ -22,12 +22,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    // Only the tokenizer is needed, but loading through the model keeps the
-    // resolution and truncation rules identical to `embed`.
-    let clip = args.model.load()?;
+    let tokenizer = args.model.load_tokenizer()?;
     let refs: Vec<&str> = args.texts.iter().map(String::as_str).collect();
     let mut out = std::io::stdout().lock();
-    for (text, ids) in args.texts.iter().zip(clip.tokenize(&refs)?) {
+    for (text, ids) in args.texts.iter().zip(tokenizer.encode(&refs)?) {
         print_json_line(&mut out, &json!({"text": text, "ids": ids}))?;
     }
     Ok(ExitCode::SUCCESS)

@@ -134,11 +134,14 @@ impl AltClipConfig {
     /// Reads and validates `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let config: Self = serde_json::from_str(&text).map_err(|e| Error::BadJson {
+        let bad_json = |e: serde_json::Error| Error::BadJson {
             path: path.to_path_buf(),
             what: "AltCLIP config",
             reason: e.to_string(),
-        })?;
+        };
+        let mut raw: serde_json::Value = serde_json::from_str(&text).map_err(bad_json)?;
+        merge_legacy_sub_configs(&mut raw);
+        let config: Self = serde_json::from_value(raw).map_err(bad_json)?;
         config.validate(path)?;
         Ok(config)
     }
@@ -186,6 +189,26 @@ impl AltClipConfig {
     }
 }
 
+/// Configs written by transformers 4.2x may carry `text_config_dict` /
+/// `vision_config_dict`; as in transformers, their values win over
+/// `text_config` / `vision_config`.
+fn merge_legacy_sub_configs(raw: &mut serde_json::Value) {
+    let Some(obj) = raw.as_object_mut() else {
+        return;
+    };
+    for name in ["text_config", "vision_config"] {
+        let Some(serde_json::Value::Object(legacy)) = obj.remove(&format!("{name}_dict")) else {
+            continue;
+        };
+        let target = obj
+            .entry(name)
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        if let Some(target) = target.as_object_mut() {
+            target.extend(legacy);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,6 +238,19 @@ mod tests {
         assert_eq!(c.vision_config.patch_size, 14);
         assert_eq!(c.vision_config.grid_size(), 16);
         assert_eq!(c.vision_config.num_positions(), 257);
+    }
+
+    #[test]
+    fn legacy_dict_sub_configs_override() {
+        let mut raw = serde_json::json!({
+            "text_config": {"hidden_size": 64},
+            "vision_config_dict": {"patch_size": 14, "hidden_size": 1024}
+        });
+        merge_legacy_sub_configs(&mut raw);
+        let c: AltClipConfig = serde_json::from_value(raw).unwrap();
+        assert_eq!(c.text_config.hidden_size, 64);
+        assert_eq!(c.vision_config.patch_size, 14);
+        assert_eq!(c.vision_config.hidden_size, 1024);
     }
 
     #[test]

@@ -152,24 +152,8 @@ impl AltClip {
     /// Loads from a resolved model directory.
     pub fn from_model_dir(files: ModelDir, opts: &LoadOptions) -> Result<Self> {
         let dir: &Path = &files.dir;
-        let config_path = dir.join("config.json");
-        if !config_path.is_file() {
-            return Err(Error::MissingFile {
-                dir: dir.to_path_buf(),
-                what: "config.json",
-                expected: "an AltCLIP config.json (a Hugging Face model directory)".into(),
-            });
-        }
-        let config = AltClipConfig::from_file(&config_path)?;
-        let mut tokenizer = TextTokenizer::from_dir(dir)?;
-        let limit = config.max_text_tokens();
-        if opts.max_length > limit {
-            return Err(Error::Invalid(format!(
-                "max length {} exceeds the {limit} tokens that max_position_embeddings={} allows",
-                opts.max_length, config.text_config.max_position_embeddings
-            )));
-        }
-        tokenizer.set_max_length(opts.max_length)?;
+        let config = read_config(dir)?;
+        let tokenizer = tokenizer_for(dir, &config, opts.max_length)?;
         let image_size = config.vision_config.image_size as u32;
         let preprocessor = Preprocessor::from_dir(dir, image_size)?;
         if let Some((h, w)) = preprocessor.config.crop {
@@ -194,6 +178,13 @@ impl AltClip {
             dtype: opts.dtype,
             device: opts.device.clone(),
         })
+    }
+
+    /// Only the tokenizer of a model, with the same resolution and truncation
+    /// rules as [`AltClip::load`] but without reading the weights.
+    pub fn load_tokenizer(model: &str, opts: &LoadOptions) -> Result<TextTokenizer> {
+        let files = hub::resolve(model, opts.revision.as_deref())?;
+        tokenizer_for(&files.dir, &read_config(&files.dir)?, opts.max_length)
     }
 
     /// Width of the joint embedding space.
@@ -271,6 +262,32 @@ impl AltClip {
         let txt = self.embed_texts(texts)?;
         softmax_similarity(&img, &txt, self.model.logit_scale(), &self.device)
     }
+}
+
+fn read_config(dir: &Path) -> Result<AltClipConfig> {
+    let path = dir.join("config.json");
+    if !path.is_file() {
+        return Err(Error::MissingFile {
+            dir: dir.to_path_buf(),
+            what: "config.json",
+            expected: "an AltCLIP config.json (a Hugging Face model directory)".into(),
+        });
+    }
+    AltClipConfig::from_file(&path)
+}
+
+/// The model's tokenizer truncating at `max_length`, which the position table must allow.
+fn tokenizer_for(dir: &Path, config: &AltClipConfig, max_length: usize) -> Result<TextTokenizer> {
+    let limit = config.max_text_tokens();
+    if max_length > limit {
+        return Err(Error::Invalid(format!(
+            "max length {max_length} exceeds the {limit} tokens that max_position_embeddings={} allows",
+            config.text_config.max_position_embeddings
+        )));
+    }
+    let mut tokenizer = TextTokenizer::from_dir(dir)?;
+    tokenizer.set_max_length(max_length)?;
+    Ok(tokenizer)
 }
 
 /// Divides each row by its L2 norm.
