@@ -63,12 +63,35 @@ impl TextTokenizer {
         })
     }
 
-    /// Loads a `tokenizers` JSON file.
+    /// Loads a `tokenizers` JSON file. For XLM-R (unigram) files the
+    /// normaliser and pre-tokeniser are replaced by the ones transformers 5's
+    /// `XLMRobertaTokenizer` rebuilds on load (the file's precompiled charsmap,
+    /// then whitespace split + `▁` metaspace), so that ids match it even for
+    /// files written by older converters; this only matters for unusual
+    /// whitespace such as U+0085 or trailing spaces.
     pub fn from_tokenizer_json(path: &Path) -> Result<Self> {
-        let inner = Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
+        let fail = |reason: String| Error::Tokenizer {
             path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| fail(format!("not valid JSON: {e}")))?;
+        if json["model"]["type"] == "Unigram" {
+            json["normalizer"] =
+                find_precompiled(&json["normalizer"]).unwrap_or(serde_json::Value::Null);
+            json["pre_tokenizer"] = serde_json::json!({
+                "type": "Sequence",
+                "pretokenizers": [
+                    {"type": "WhitespaceSplit"},
+                    {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": true}
+                ]
+            });
+        }
+        let inner: Tokenizer = json
+            .to_string()
+            .parse()
+            .map_err(|e: tokenizers::Error| fail(e.to_string()))?;
         Self::finish(inner, TokenizerSource::TokenizerJson(path.to_path_buf()))
     }
 
@@ -205,5 +228,17 @@ impl TextTokenizer {
             .into_iter()
             .map(|e| e.get_ids().to_vec())
             .collect())
+    }
+}
+
+/// The `Precompiled` step of a normaliser, alone or inside a `Sequence`.
+fn find_precompiled(normalizer: &serde_json::Value) -> Option<serde_json::Value> {
+    match normalizer["type"].as_str()? {
+        "Precompiled" => Some(normalizer.clone()),
+        "Sequence" => normalizer["normalizers"]
+            .as_array()?
+            .iter()
+            .find_map(find_precompiled),
+        _ => None,
     }
 }
