@@ -99,10 +99,17 @@ pub fn load_images(
     })
 }
 
-/// Reads one text per line; invalid UTF-8 is an error naming the line.
+/// Reads one text per line from a file, or from stdin when `path` is `-`;
+/// invalid UTF-8 is an error naming the line.
 pub fn read_texts_file(path: &Path) -> Result<Vec<String>> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("reading --texts-file {}", path.display()))?;
+    let bytes = if path == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+            .context("reading texts from stdin")?;
+        buf
+    } else {
+        std::fs::read(path).with_context(|| format!("reading --texts-file {}", path.display()))?
+    };
     let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
     if lines.last().is_some_and(|l| l.is_empty()) {
         lines.pop();

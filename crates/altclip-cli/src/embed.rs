@@ -33,7 +33,7 @@ pub struct Args {
     /// A text to embed (any language XLM-R knows). Repeatable.
     #[arg(long = "text", short = 't')]
     text: Vec<String>,
-    /// A UTF-8 file with one text per line, embedded after the --text values.
+    /// A UTF-8 file with one text per line (`-` reads stdin), embedded after the --text values.
     #[arg(long)]
     texts_file: Option<PathBuf>,
     /// Inputs per forward pass.

@@ -327,3 +327,27 @@ fn hub_ids_resolve_through_the_hf_cache() {
     );
     std::fs::remove_dir_all(cache).unwrap();
 }
+
+#[test]
+fn texts_file_dash_reads_stdin() {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_altclip"))
+        .args(["embed", "--model", &model(), "--texts-file", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all("一只猫\na dog\n".as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let inputs: Vec<_> = json_lines(&out)
+        .iter()
+        .map(|l| l["input"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(inputs, ["一只猫", "a dog"]);
+}
