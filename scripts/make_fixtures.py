@@ -17,8 +17,8 @@ Layout (see tests/fixtures/README.md for details):
     tests/fixtures/images/     synthetic inputs (PNG in several modes, JPEG, WebP, GIF, BMP, TIFF, EXIF)
     tests/fixtures/rgb/        transformers' RGB conversion of the non-RGB inputs (alpha over white etc.)
     tests/fixtures/resize/     Pillow bicubic resize references + index.json
-    tests/fixtures/tiny-224/   random-weight AltCLIP, hub layout, safetensors + pytorch_model.bin
-    tests/fixtures/tiny-odd/   odd sizes, eps 1e-6, sharded safetensors, SentencePiece-only tokenizer
+    tests/fixtures/tiny-224/   random-weight AltCLIP, hub layout, model.safetensors + tokenizer.json
+    tests/fixtures/tiny-odd/   odd sizes, eps 1e-6, sharded safetensors + pytorch_model.bin, SentencePiece-only tokenizer
     tests/fixtures/tiny-m18/   projection 40, minimal config.json, tokenizer.json only
 
 Notes on what transformers 5.24 does (verified by the assertions in this script):
@@ -745,8 +745,8 @@ def build_model_dirs(spm_dir: Path, vocab_size: int) -> dict[str, Path]:
             seed=224, logit_scale=2.0,
             text=dict(vocab_size=vocab_size, hidden_size=64, num_attention_heads=4, num_hidden_layers=2,
                       intermediate_size=128, project_dim=48, max_position_embeddings=514),
-            vision=dict(image_size=224, patch_size=32, hidden_size=64, num_attention_heads=4, num_hidden_layers=2,
-                        intermediate_size=128, hidden_act="quick_gelu"),
+            vision=dict(image_size=224, patch_size=32, hidden_size=32, num_attention_heads=4, num_hidden_layers=2,
+                        intermediate_size=64, hidden_act="quick_gelu"),
             projection_dim=32),
         "tiny-odd": dict(
             seed=60, logit_scale=2.3,
@@ -759,7 +759,7 @@ def build_model_dirs(spm_dir: Path, vocab_size: int) -> dict[str, Path]:
             seed=18, logit_scale=1.7,
             text=dict(vocab_size=vocab_size, hidden_size=64, num_attention_heads=4, num_hidden_layers=2,
                       intermediate_size=128, project_dim=40),
-            vision=dict(hidden_size=64, num_attention_heads=4, num_hidden_layers=2, intermediate_size=128),
+            vision=dict(hidden_size=32, num_attention_heads=4, num_hidden_layers=2, intermediate_size=64),
             projection_dim=40),
     }
     for name, spec in specs.items():
@@ -779,7 +779,6 @@ def build_model_dirs(spm_dir: Path, vocab_size: int) -> dict[str, Path]:
         if name == "tiny-224":
             write_pretty_json(d / "config.json", cfg_json)
             save_st(sd, d / "model.safetensors")
-            write_bin({**sd, **stray_buffers(cfg)}, d / "pytorch_model.bin")
             shutil.copy(spm_dir / "tokenizer.json", d / "tokenizer.json")
             shutil.copy(spm_dir / "sentencepiece.bpe.model", d / "sentencepiece.bpe.model")
             write_pretty_json(d / "tokenizer_config.json", TOKENIZER_CONFIG)
@@ -797,6 +796,7 @@ def build_model_dirs(spm_dir: Path, vocab_size: int) -> dict[str, Path]:
             total = sum(v.numel() * v.element_size() for v in sd.values())
             index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
             (d / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+            write_bin({**sd, **stray_buffers(cfg)}, d / "pytorch_model.bin")
             shutil.copy(spm_dir / "sentencepiece.bpe.model", d / "sentencepiece.bpe.model")
             write_pretty_json(d / "tokenizer_config.json", TOKENIZER_CONFIG)
             write_pretty_json(d / "special_tokens_map.json", SPECIAL_TOKENS_MAP)
@@ -833,7 +833,7 @@ def build_model_dirs(spm_dir: Path, vocab_size: int) -> dict[str, Path]:
         for k, v in loaded.state_dict().items():
             assert torch.equal(mem[k], v), (name, k)
         assert loaded.config.to_dict()["text_config"]["layer_norm_eps"] == cfg.text_config.layer_norm_eps
-        if name == "tiny-224":
+        if name == "tiny-odd":
             loaded_bin = check_loading(d, use_safetensors=False)
             for k, v in loaded_bin.state_dict().items():
                 assert torch.equal(mem[k], v), (name, "bin", k)

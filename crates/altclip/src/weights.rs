@@ -59,6 +59,7 @@ impl MappedFile {
         let tensor = view.load(device)?;
         // SAFETY: the map is private and read-only, so dropped pages are simply
         // re-read from the file if anything touches them again.
+        #[cfg(unix)]
         let _ = unsafe {
             self.mmap.unchecked_advise_range(
                 memmap2::UncheckedAdvice::DontNeed,
