@@ -11,7 +11,7 @@ use crate::common::{
     load_images, print_json_line, progress, read_texts_file, ImageArgs, ModelArgs,
 };
 
-/// Embed images and texts; prints one JSON object per input.
+/// Embed images and texts as JSON Lines.
 ///
 /// Output lines are `{"kind":"image"|"text","input":...,"embedding":[...]}`,
 /// images first in the order given, then texts. An image that cannot be read

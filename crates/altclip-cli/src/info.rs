@@ -8,7 +8,11 @@ use serde_json::json;
 
 use crate::common::ModelArgs;
 
-/// Print the resolved config, parameter count, dtype and file origins as JSON.
+/// Show what a model is and where its files came from.
+///
+/// Prints JSON: the resolved config (with transformers' defaults filled in),
+/// parameter count, dtype, preprocessing, tokenizer and weight files, origin
+/// (local directory, Hugging Face cache or download) and load time.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Example:\n  altclip info -m BAAI/AltCLIP")]
 pub struct Args {

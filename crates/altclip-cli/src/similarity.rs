@@ -8,9 +8,12 @@ use serde_json::json;
 
 use crate::common::{load_images, print_json_line, ImageArgs, ModelArgs};
 
-/// For each image, the probabilities over the texts that transformers'
+/// Score images against candidate texts (softmax per image).
+///
+/// Prints the probabilities over the texts that transformers'
 /// `logits_per_image.softmax(-1)` gives: one
-/// `{"input":...,"texts":[...],"probs":[...]}` per image, in order.
+/// `{"input":...,"texts":[...],"probs":[...]}` per image, in order. An image
+/// that cannot be read yields `{"input":...,"error":"..."}` and exit status 1.
 #[derive(clap::Args, Debug)]
 #[command(
     after_help = "Example:\n  altclip similarity -m BAAI/AltCLIP --image cats.png --text 一张猫的照片 --text 一张狗的照片"

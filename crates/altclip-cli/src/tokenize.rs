@@ -7,8 +7,11 @@ use serde_json::json;
 
 use crate::common::{print_json_line, ModelArgs};
 
-/// Print the token ids of each text, special tokens included, padding excluded,
-/// truncated to --max-length: one `{"text":...,"ids":[...]}` per line.
+/// Print the token ids the model sees for each text.
+///
+/// One `{"text":...,"ids":[...]}` per line: `<s>` and `</s>` included,
+/// padding excluded, truncated to --max-length. Reads only the tokenizer and
+/// config.json, not the weights.
 #[derive(clap::Args, Debug)]
 #[command(
     after_help = "Example:\n  altclip tokenize -m BAAI/AltCLIP '一只在草地上的猫' 'a cat on the grass'"
