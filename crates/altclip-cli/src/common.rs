@@ -80,10 +80,7 @@ pub struct ImageArgs {
 }
 
 /// Decodes images, keeping each failure in place as an error message.
-pub fn load_images(
-    paths: &[PathBuf],
-    max_pixels: u64,
-) -> Vec<std::result::Result<RgbImage, String>> {
+fn load_images(paths: &[PathBuf], max_pixels: u64) -> Vec<std::result::Result<RgbImage, String>> {
     std::thread::scope(|s| {
         let handles: Vec<_> = paths
             .iter()
@@ -131,8 +128,27 @@ pub fn read_texts_file(path: &Path) -> Result<Vec<String>> {
         .collect()
 }
 
+/// Image features per path; a file that cannot be decoded keeps its place as
+/// an error message, so one bad input never fails the batch.
+pub fn image_features(
+    clip: &AltClip,
+    paths: &[PathBuf],
+    max_pixels: u64,
+) -> Result<Vec<std::result::Result<Vec<f32>, String>>> {
+    let decoded = load_images(paths, max_pixels);
+    let ok: Vec<RgbImage> = decoded
+        .iter()
+        .filter_map(|r| r.as_ref().ok().cloned())
+        .collect();
+    let mut features = clip.image_features(&ok)?.into_iter();
+    Ok(decoded
+        .into_iter()
+        .map(|r| r.map(|_| features.next().expect("one feature row per decoded image")))
+        .collect())
+}
+
 /// Writes one JSON value per line to stdout.
-pub fn print_json_line(out: &mut impl Write, value: &serde_json::Value) -> Result<()> {
+pub fn print_json_line(out: &mut impl Write, value: &impl serde::Serialize) -> Result<()> {
     serde_json::to_writer(&mut *out, value)?;
     out.write_all(b"\n")?;
     Ok(())

@@ -5,11 +5,42 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use serde_json::json;
+use serde::Serialize;
 
 use crate::common::{
-    load_images, print_json_line, progress, read_texts_file, ImageArgs, ModelArgs,
+    image_features, print_json_line, progress, read_texts_file, ImageArgs, ModelArgs,
 };
+
+/// One output line; field order is the documented contract.
+#[derive(Serialize)]
+struct Line<'a> {
+    kind: &'static str,
+    input: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    embedding: Option<Vec<f32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+impl<'a> Line<'a> {
+    fn embedding(kind: &'static str, input: &'a str, embedding: Vec<f32>) -> Self {
+        Self {
+            kind,
+            input,
+            embedding: Some(embedding),
+            error: None,
+        }
+    }
+
+    fn error(kind: &'static str, input: &'a str, error: &'a str) -> Self {
+        Self {
+            kind,
+            input,
+            embedding: None,
+            error: Some(error),
+        }
+    }
+}
 
 /// Embed images and texts as JSON Lines.
 ///
@@ -70,20 +101,24 @@ pub fn run(args: Args) -> Result<ExitCode> {
         "embedding",
     );
     for paths in args.image.chunks(batch) {
-        let decoded = load_images(paths, args.images.max_pixels);
-        let ok: Vec<_> = decoded
+        let features = image_features(&clip, paths, args.images.max_pixels)?;
+        let ok: Vec<Vec<f32>> = features
             .iter()
             .filter_map(|r| r.as_ref().ok().cloned())
             .collect();
-        let mut embeddings = finish(clip.image_features(&ok)?).into_iter();
-        for (path, result) in paths.iter().zip(&decoded) {
+        let mut embeddings = finish(ok).into_iter();
+        for (path, result) in paths.iter().zip(&features) {
             let input = path.display().to_string();
             let line = match result {
-                Ok(_) => json!({"kind": "image", "input": input, "embedding": embeddings.next()}),
+                Ok(_) => Line::embedding(
+                    "image",
+                    &input,
+                    embeddings.next().expect("one embedding per decoded image"),
+                ),
                 Err(e) => {
                     failed += 1;
                     eprintln!("warning: {e}");
-                    json!({"kind": "image", "input": input, "error": e})
+                    Line::error("image", &input, e)
                 }
             };
             print_json_line(&mut out, &line)?;
@@ -93,10 +128,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     for chunk in texts.chunks(batch) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
         for (text, embedding) in chunk.iter().zip(finish(clip.text_features(&refs)?)) {
-            print_json_line(
-                &mut out,
-                &json!({"kind": "text", "input": text, "embedding": embedding}),
-            )?;
+            print_json_line(&mut out, &Line::embedding("text", text, embedding))?;
         }
         bar.inc(1);
     }

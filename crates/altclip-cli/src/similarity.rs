@@ -4,9 +4,21 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use serde_json::json;
+use serde::Serialize;
 
-use crate::common::{load_images, print_json_line, ImageArgs, ModelArgs};
+use crate::common::{image_features, print_json_line, ImageArgs, ModelArgs};
+
+/// One output line per image.
+#[derive(Serialize)]
+struct Line<'a> {
+    input: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    texts: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    probs: Option<Vec<f32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
 
 /// Score images against candidate texts (softmax per image).
 ///
@@ -35,25 +47,35 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let clip = args.model.load()?;
     let refs: Vec<&str> = args.text.iter().map(String::as_str).collect();
     let texts = clip.embed_texts(&refs)?;
-    let decoded = load_images(&args.image, args.images.max_pixels);
-    let ok: Vec<_> = decoded
+    let features = image_features(&clip, &args.image, args.images.max_pixels)?;
+    let ok: Vec<Vec<f32>> = features
         .iter()
         .filter_map(|r| r.as_ref().ok().cloned())
         .collect();
-    let images = altclip::normalize_rows(clip.image_features(&ok)?);
+    let images = altclip::normalize_rows(ok);
     let probs =
         altclip::softmax_similarity(&images, &texts, clip.model.logit_scale(), &clip.device)?;
     let mut probs = probs.into_iter();
     let mut out = std::io::stdout().lock();
     let mut failed = 0;
-    for (path, result) in args.image.iter().zip(&decoded) {
+    for (path, result) in args.image.iter().zip(&features) {
         let input = path.display().to_string();
         let line = match result {
-            Ok(_) => json!({"input": input, "texts": args.text, "probs": probs.next()}),
+            Ok(_) => Line {
+                input: &input,
+                texts: Some(&args.text),
+                probs: probs.next(),
+                error: None,
+            },
             Err(e) => {
                 failed += 1;
                 eprintln!("warning: {e}");
-                json!({"input": input, "error": e})
+                Line {
+                    input: &input,
+                    texts: None,
+                    probs: None,
+                    error: Some(e),
+                }
             }
         };
         print_json_line(&mut out, &line)?;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use serde_json::json;
+use serde::Serialize;
 
 use crate::common::{print_json_line, ModelArgs};
 
@@ -24,12 +24,18 @@ pub struct Args {
     texts: Vec<String>,
 }
 
+#[derive(Serialize)]
+struct Line<'a> {
+    text: &'a str,
+    ids: Vec<u32>,
+}
+
 pub fn run(args: Args) -> Result<ExitCode> {
     let tokenizer = args.model.load_tokenizer()?;
     let refs: Vec<&str> = args.texts.iter().map(String::as_str).collect();
     let mut out = std::io::stdout().lock();
     for (text, ids) in args.texts.iter().zip(tokenizer.encode(&refs)?) {
-        print_json_line(&mut out, &json!({"text": text, "ids": ids}))?;
+        print_json_line(&mut out, &Line { text, ids })?;
     }
     Ok(ExitCode::SUCCESS)
 }
