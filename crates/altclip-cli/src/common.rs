@@ -79,21 +79,24 @@ pub struct ImageArgs {
     pub max_pixels: u64,
 }
 
-/// Decodes images, keeping each failure in place as an error message.
+/// Decodes images on the rayon pool, keeping each failure in place as an
+/// error message. A decoder panic on a hostile file is caught and reported
+/// like any other decoding error.
 fn load_images(paths: &[PathBuf], max_pixels: u64) -> Vec<std::result::Result<RgbImage, String>> {
-    std::thread::scope(|s| {
-        let handles: Vec<_> = paths
-            .iter()
-            .map(|p| s.spawn(move || open_rgb(p, max_pixels).map_err(|e| e.to_string())))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("decoder panicked".to_string()))
-            })
-            .collect()
-    })
+    use rayon::prelude::*;
+    paths
+        .par_iter()
+        .map(|p| {
+            std::panic::catch_unwind(|| open_rgb(p, max_pixels))
+                .unwrap_or_else(|_| {
+                    Err(altclip::Error::Image {
+                        input: p.display().to_string(),
+                        reason: "the image decoder crashed on this file".into(),
+                    })
+                })
+                .map_err(|e| e.to_string())
+        })
+        .collect()
 }
 
 /// Reads one text per line from a file, or from stdin when `path` is `-`;
