@@ -30,11 +30,6 @@ impl Linear {
         })
     }
 
-    /// The `[out, in]` weight matrix.
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
-    }
-
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let w = self.weight.t()?;
         let y = match x.dims() {

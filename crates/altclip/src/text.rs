@@ -154,18 +154,6 @@ impl XlmRoberta {
         })
     }
 
-    /// Every hidden state: the embedding output then each layer's output
-    /// (`num_hidden_layers + 1` tensors of `[B, L, hidden]`).
-    pub fn hidden_states(&self, inputs: &TextInputs) -> Result<Vec<Tensor>> {
-        let mask = inputs.mask.to_dtype(self.embeddings.word.dtype())?;
-        let mut states = vec![self.embeddings.forward(inputs)?];
-        for layer in &self.layers {
-            let next = layer.forward(states.last().expect("non-empty"), &mask)?;
-            states.push(next);
-        }
-        Ok(states)
-    }
-
     /// The last hidden state `[B, L, hidden]`.
     pub fn forward(&self, inputs: &TextInputs) -> Result<Tensor> {
         let mask = inputs.mask.to_dtype(self.embeddings.word.dtype())?;

@@ -169,16 +169,6 @@ impl Weights {
         }
     }
 
-    /// The dtype tensors are converted to on load.
-    pub fn dtype(&self) -> DType {
-        self.inner.dtype
-    }
-
-    /// The device tensors are loaded onto.
-    pub fn device(&self) -> &Device {
-        &self.inner.device
-    }
-
     fn key(&self, name: &str) -> String {
         if self.prefix.is_empty() {
             name.to_string()
@@ -266,19 +256,6 @@ impl Weights {
     /// Human-readable list of the files the tensors come from.
     pub fn files(&self) -> &str {
         &self.inner.files
-    }
-
-    /// Every tensor name in the checkpoint, for diagnostics.
-    pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = match &self.inner.store {
-            Store::Safetensors(files) => files
-                .iter()
-                .flat_map(|f| f.metadata.tensors().into_keys())
-                .collect(),
-            Store::Pickle(pth) => pth.tensor_infos().keys().cloned().collect(),
-        };
-        names.sort();
-        names
     }
 }
 

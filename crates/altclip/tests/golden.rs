@@ -467,3 +467,40 @@ fn half_precision_stays_close_to_f32() {
         assert!(compare(&ours[0], expected).0 > 0.99, "{dtype:?} image");
     }
 }
+
+#[test]
+fn vision_layers_saved_as_layer_by_transformers_5_load() {
+    // transformers 5's save_pretrained writes `vision_model.encoder.layer.N`.
+    let src = fixtures().join("tiny-224");
+    let renamed: std::collections::HashMap<String, candle_core::Tensor> =
+        candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k.replace(
+                        "vision_model.encoder.layers.",
+                        "vision_model.encoder.layer.",
+                    ),
+                    v,
+                )
+            })
+            .collect();
+    assert!(renamed
+        .keys()
+        .any(|k| k.starts_with("vision_model.encoder.layer.0.")));
+    let dir = edited_copy("v5-keys", |_| {});
+    candle_core::safetensors::save(&renamed, dir.join("model.safetensors")).unwrap();
+    let reference = read_json(&src.join("reference.json"));
+    let clip = AltClip::load(dir.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let img = open_rgb(&fixtures().join("images/photo.png"), DEFAULT_MAX_PIXELS).unwrap();
+    let ours = clip.image_features(&[img]).unwrap();
+    assert_close(
+        "renamed keys",
+        &ours[0],
+        &rows(&reference["image_features"])[0],
+        0.99999,
+        1e-4,
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
