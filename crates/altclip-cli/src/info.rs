@@ -33,7 +33,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         "model": args.model.model,
         "dir": clip.files.dir,
         "origin": clip.files.origin.to_string(),
-        "weights": clip.weights_source,
+        "weights": clip.weight_files,
         "tokenizer": tokenizer,
         "max_length": clip.tokenizer.max_length(),
         "dtype": format!("{:?}", clip.dtype),

@@ -265,7 +265,7 @@ fn info_reports_origin_parameters_and_config() {
     assert_eq!(info["embedding_dim"], 32);
     assert_eq!(info["config"]["vision_config"]["patch_size"], 32);
     assert!(info["parameters"].as_u64().unwrap() > 100_000);
-    assert!(info["weights"]
+    assert!(info["weights"][0]
         .as_str()
         .unwrap()
         .ends_with("model.safetensors"));

@@ -4,9 +4,12 @@
 //!
 //! Start with [`AltClip::load`]; the modules below are the pieces it is built from.
 
+pub mod cache;
 pub mod config;
+pub mod datasets;
 pub mod error;
 pub mod hub;
+pub mod metrics;
 pub mod model;
 pub mod nn;
 pub mod preprocess;
@@ -14,12 +17,14 @@ pub mod text;
 pub mod tokenize;
 pub mod vision;
 pub mod weights;
+pub mod zeroshot;
 
 pub use config::{Activation, AltClipConfig, TextConfig, VisionConfig};
 pub use error::{Error, Result};
 pub use model::{normalize_rows, softmax_similarity, AltClip, AltClipModel, LoadOptions};
 pub use preprocess::Preprocessor;
 pub use tokenize::TextTokenizer;
+pub use zeroshot::{Templates, ZeroShotClassifier};
 
 /// Re-exported so users can pass dtypes and devices without depending on candle.
 pub use candle_core::{DType, Device};

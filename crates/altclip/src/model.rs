@@ -135,8 +135,8 @@ pub struct AltClip {
     pub preprocessor: Preprocessor,
     pub config: AltClipConfig,
     pub files: ModelDir,
-    /// Where the weights were read from.
-    pub weights_source: String,
+    /// The weight files read (one, or every shard).
+    pub weight_files: Vec<std::path::PathBuf>,
     pub dtype: DType,
     pub device: Device,
 }
@@ -174,7 +174,7 @@ impl AltClip {
             preprocessor,
             config,
             files,
-            weights_source: weights.files().to_string(),
+            weight_files: weights.paths().to_vec(),
             dtype: opts.dtype,
             device: opts.device.clone(),
         })

@@ -78,6 +78,8 @@ enum Store {
 
 struct Inner {
     store: Store,
+    /// The files the tensors come from.
+    paths: Vec<PathBuf>,
     /// Human-readable list of the files, for error messages.
     files: String,
     dtype: DType,
@@ -116,7 +118,7 @@ impl Weights {
     /// or a PyTorch zip pickle (`*.bin`, `*.pt`, `*.pth`).
     pub fn from_file(path: &Path, dtype: DType, device: &Device) -> Result<Self> {
         let name = path.to_string_lossy();
-        let (store, files) = if name.ends_with(".index.json") {
+        let (store, paths) = if name.ends_with(".index.json") {
             let shards = shard_files(path)?;
             for shard in &shards {
                 if !shard.is_file() {
@@ -131,14 +133,10 @@ impl Weights {
                 .iter()
                 .map(|p| MappedFile::open(p))
                 .collect::<Result<Vec<_>>>()?;
-            let list = shards
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>();
-            (Store::Safetensors(files), list.join(", "))
+            (Store::Safetensors(files), shards)
         } else if name.ends_with(".safetensors") {
             let file = MappedFile::open(path)?;
-            (Store::Safetensors(vec![file]), path.display().to_string())
+            (Store::Safetensors(vec![file]), vec![path.to_path_buf()])
         } else {
             let pth = PthTensors::new(path, None).map_err(|e| Error::BadWeights {
                 path: path.to_path_buf(),
@@ -147,11 +145,17 @@ impl Weights {
                      re-save it or convert it to safetensors)"
                 ),
             })?;
-            (Store::Pickle(pth), path.display().to_string())
+            (Store::Pickle(pth), vec![path.to_path_buf()])
         };
+        let files = paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
+                paths,
                 files,
                 dtype,
                 device: device.clone(),
@@ -253,9 +257,9 @@ impl Weights {
         self.inner.loaded.load(Ordering::Relaxed)
     }
 
-    /// Human-readable list of the files the tensors come from.
-    pub fn files(&self) -> &str {
-        &self.inner.files
+    /// The files the tensors come from.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.inner.paths
     }
 }
 
