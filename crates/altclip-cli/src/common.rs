@@ -3,7 +3,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use altclip::preprocess::{open_rgb, DEFAULT_MAX_PIXELS};
+use altclip::cache::{content_hash, EmbeddingCache};
+use altclip::preprocess::{decode_rgb, DEFAULT_MAX_PIXELS};
 use altclip::{AltClip, DType, LoadOptions, TextTokenizer};
 use anyhow::{Context, Result};
 use image::RgbImage;
@@ -79,26 +80,6 @@ pub struct ImageArgs {
     pub max_pixels: u64,
 }
 
-/// Decodes images on the rayon pool, keeping each failure in place as an
-/// error message. A decoder panic on a hostile file is caught and reported
-/// like any other decoding error.
-fn load_images(paths: &[PathBuf], max_pixels: u64) -> Vec<std::result::Result<RgbImage, String>> {
-    use rayon::prelude::*;
-    paths
-        .par_iter()
-        .map(|p| {
-            std::panic::catch_unwind(|| open_rgb(p, max_pixels))
-                .unwrap_or_else(|_| {
-                    Err(altclip::Error::Image {
-                        input: p.display().to_string(),
-                        reason: "the image decoder crashed on this file".into(),
-                    })
-                })
-                .map_err(|e| e.to_string())
-        })
-        .collect()
-}
-
 /// Reads one text per line from a file, or from stdin when `path` is `-`;
 /// invalid UTF-8 is an error naming the line.
 pub fn read_texts_file(path: &Path) -> Result<Vec<String>> {
@@ -131,23 +112,79 @@ pub fn read_texts_file(path: &Path) -> Result<Vec<String>> {
         .collect()
 }
 
-/// Image features per path; a file that cannot be decoded keeps its place as
-/// an error message, so one bad input never fails the batch.
+/// What the parallel stage made of one input file.
+enum Prepared {
+    Cached(Vec<f32>),
+    /// Decoded image and its content hash (when caching).
+    Decoded(RgbImage, Option<String>),
+    Failed(String),
+}
+
+/// Reads, hashes, looks up and decodes one file. A decoder panic on a
+/// hostile file is caught and reported like any other decoding error.
+fn prepare(path: &Path, max_pixels: u64, cache: Option<&EmbeddingCache>) -> Prepared {
+    let name = path.display().to_string();
+    let work = || {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => return Prepared::Failed(format!("{name}: cannot read file: {e}")),
+        };
+        let hash = cache.map(|_| content_hash(&bytes));
+        if let (Some(cache), Some(hash)) = (cache, &hash) {
+            if let Some(v) = cache.get(hash) {
+                return Prepared::Cached(v);
+            }
+        }
+        match decode_rgb(&bytes, &name, max_pixels) {
+            Ok(img) => Prepared::Decoded(img, hash),
+            Err(e) => Prepared::Failed(e.to_string()),
+        }
+    };
+    std::panic::catch_unwind(work).unwrap_or_else(|_| {
+        Prepared::Failed(format!("{name}: the image decoder crashed on this file"))
+    })
+}
+
+/// Image features (unnormalised) per path, as one batch. Files are read and
+/// decoded on the rayon pool; with a cache, known files skip decoding and the
+/// model. A file that cannot be read or decoded keeps its place as an error
+/// message, so one bad input never fails the batch.
 pub fn image_features(
     clip: &AltClip,
     paths: &[PathBuf],
     max_pixels: u64,
+    cache: Option<&EmbeddingCache>,
 ) -> Result<Vec<std::result::Result<Vec<f32>, String>>> {
-    let decoded = load_images(paths, max_pixels);
-    let ok: Vec<RgbImage> = decoded
-        .iter()
-        .filter_map(|r| r.as_ref().ok().cloned())
+    use rayon::prelude::*;
+    let mut prepared: Vec<Prepared> = paths
+        .par_iter()
+        .map(|p| prepare(p, max_pixels, cache))
         .collect();
-    let mut features = clip.image_features(&ok)?.into_iter();
-    Ok(decoded
+    let mut images = Vec::new();
+    for item in &mut prepared {
+        if let Prepared::Decoded(img, _) = item {
+            images.push(std::mem::take(img));
+        }
+    }
+    let mut features = clip.image_features(&images)?.into_iter();
+    prepared
         .into_iter()
-        .map(|r| r.map(|_| features.next().expect("one feature row per decoded image")))
-        .collect())
+        .map(|item| {
+            Ok(match item {
+                Prepared::Cached(v) => Ok(v),
+                Prepared::Failed(e) => Err(e),
+                Prepared::Decoded(_, hash) => {
+                    let v = features.next().expect("one feature row per decoded image");
+                    if let (Some(cache), Some(hash)) = (cache, hash) {
+                        cache.put(&hash, &v).with_context(|| {
+                            format!("writing the embedding cache in {}", cache.dir().display())
+                        })?;
+                    }
+                    Ok(v)
+                }
+            })
+        })
+        .collect()
 }
 
 /// Writes one JSON value per line to stdout.

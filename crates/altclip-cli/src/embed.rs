@@ -101,7 +101,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         "embedding",
     );
     for paths in args.image.chunks(batch) {
-        let features = image_features(&clip, paths, args.images.max_pixels)?;
+        let features = image_features(&clip, paths, args.images.max_pixels, None)?;
         let ok: Vec<Vec<f32>> = features
             .iter()
             .filter_map(|r| r.as_ref().ok().cloned())

@@ -1,8 +1,10 @@
 //! `altclip`: bilingual (Chinese/English) CLIP embeddings, tokenization and
 //! similarity from the command line, with outputs identical to transformers'.
 
+mod classify;
 mod common;
 mod embed;
+mod eval;
 mod info;
 mod similarity;
 mod tokenize;
@@ -38,6 +40,10 @@ struct Cli {
 enum Command {
     Embed(embed::Args),
     Similarity(similarity::Args),
+    Classify(classify::Args),
+    /// Benchmarks with CLIP_benchmark's metrics: zero-shot classification and retrieval.
+    #[command(subcommand)]
+    Eval(eval::Command),
     Tokenize(tokenize::Args),
     Info(info::Args),
 }
@@ -54,6 +60,8 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Embed(args) => embed::run(args),
         Command::Similarity(args) => similarity::run(args),
+        Command::Classify(args) => classify::run(args),
+        Command::Eval(command) => eval::run(command),
         Command::Tokenize(args) => tokenize::run(args),
         Command::Info(args) => info::run(args),
     };

@@ -47,7 +47,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let clip = args.model.load()?;
     let refs: Vec<&str> = args.text.iter().map(String::as_str).collect();
     let texts = clip.embed_texts(&refs)?;
-    let features = image_features(&clip, &args.image, args.images.max_pixels)?;
+    let features = image_features(&clip, &args.image, args.images.max_pixels, None)?;
     let ok: Vec<Vec<f32>> = features
         .iter()
         .filter_map(|r| r.as_ref().ok().cloned())

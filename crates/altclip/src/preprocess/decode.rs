@@ -42,9 +42,11 @@ pub fn decode_rgb(bytes: &[u8], name: &str, max_pixels: u64) -> Result<RgbImage>
     // Our own pixel limit is the policy; the crate's allocation limit would
     // otherwise refuse large images the user explicitly allowed.
     reader.no_limits();
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|e| fail(format!("cannot decode: {e}")))?;
+    let mut decoder = reader.into_decoder().map_err(|e| {
+        fail(format!(
+            "cannot decode: {e} (is the file truncated or corrupt?)"
+        ))
+    })?;
     let (width, height) = decoder.dimensions();
     let pixels = width as u64 * height as u64;
     if pixels > max_pixels {
