@@ -351,3 +351,280 @@ fn texts_file_dash_reads_stdin() {
         .collect();
     assert_eq!(inputs, ["一只猫", "a dog"]);
 }
+
+fn eval_data() -> PathBuf {
+    fixtures().join("eval/data")
+}
+
+fn eval_reference() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join("eval/reference.json")).unwrap())
+        .unwrap()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("altclip-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs an eval command writing its result to a temp file and returns the result JSON.
+fn run_eval(args: &[&str], out: &Path) -> (Output, Value) {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--output", out.to_str().unwrap()]);
+    let output = altclip(&all);
+    let result = serde_json::from_str(&std::fs::read_to_string(out).unwrap_or_else(|_| {
+        panic!(
+            "no result file; stderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    }))
+    .unwrap();
+    (output, result)
+}
+
+fn assert_metrics_match(what: &str, ours: &Value, reference: &Value) {
+    let ours = ours.as_object().unwrap();
+    let reference = reference.as_object().unwrap();
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        reference.keys().collect::<Vec<_>>(),
+        "{what}"
+    );
+    for (k, v) in reference {
+        match v.as_f64() {
+            Some(r) => assert!(
+                (ours[k].as_f64().unwrap() - r).abs() < 1e-6,
+                "{what}: {k} {} vs {r}",
+                ours[k]
+            ),
+            None => assert!(ours[k].is_null(), "{what}: {k}"),
+        }
+    }
+}
+
+#[test]
+fn eval_zeroshot_matches_transformers_and_reports_unreadable_images() {
+    let m = model();
+    let dir = temp_dir("eval-zeroshot");
+    let cache = dir.join("cache");
+    let data = eval_data();
+    let reference = eval_reference();
+    let (folder, classnames, templates, csv) = (
+        data.join("imagefolder"),
+        data.join("classnames.json"),
+        data.join("templates.json"),
+        data.join("labels.csv"),
+    );
+    for language in ["en", "zh"] {
+        let out = dir.join(format!("folder-{language}.json"));
+        let (output, result) = run_eval(
+            &[
+                "eval",
+                "zeroshot",
+                "--model",
+                &m,
+                "--dataset",
+                folder.to_str().unwrap(),
+                "--classnames",
+                classnames.to_str().unwrap(),
+                "--templates",
+                templates.to_str().unwrap(),
+                "--language",
+                language,
+                "--cache-dir",
+                cache.to_str().unwrap(),
+            ],
+            &out,
+        );
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "broken.png must make the run fail at the end"
+        );
+        assert_metrics_match(
+            language,
+            &result["metrics"],
+            &reference["zeroshot"][language]["metrics"],
+        );
+        assert_eq!(result["task"], "zeroshot_classification");
+        assert_eq!(result["language"], language);
+        assert_eq!(result["num_images"], 9);
+        assert!(result["unreadable_images"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("broken.png"));
+    }
+    // The CSV layout of the same samples gives the same numbers, from the cache.
+    let out = dir.join("csv.json");
+    let (output, result) = run_eval(
+        &[
+            "eval",
+            "zeroshot",
+            "--model",
+            &m,
+            "--dataset",
+            csv.to_str().unwrap(),
+            "--classnames",
+            classnames.to_str().unwrap(),
+            "--templates",
+            templates.to_str().unwrap(),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+        &out,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_metrics_match(
+        "csv",
+        &result["metrics"],
+        &reference["zeroshot"]["en"]["metrics"],
+    );
+    let cached = walk_count(&cache);
+    assert_eq!(cached, 9, "one cache entry per distinct readable image");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn walk_count(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| if p.is_dir() { walk_count(&p) } else { 1 })
+        .sum()
+}
+
+#[test]
+fn eval_retrieval_matches_transformers_in_every_caption_format() {
+    let m = model();
+    let dir = temp_dir("eval-retrieval");
+    let images = eval_data().join("retrieval/images");
+    let reference = eval_reference();
+    for language in ["en", "zh"] {
+        for (file, format) in [
+            (format!("karpathy_{language}.json"), "karpathy-json"),
+            (
+                format!("clip_benchmark_{language}.txt"),
+                "clip-benchmark-txt",
+            ),
+            (format!("coco_{language}.json"), "coco-json"),
+            (format!("captions_{language}.tsv"), "tsv"),
+        ] {
+            let captions = eval_data().join("retrieval").join(&file);
+            let out = dir.join(format!("{file}.json"));
+            let (output, result) = run_eval(
+                &[
+                    "eval",
+                    "retrieval",
+                    "--model",
+                    &m,
+                    "--images",
+                    images.to_str().unwrap(),
+                    "--captions",
+                    captions.to_str().unwrap(),
+                    "--format",
+                    format,
+                    "--language",
+                    language,
+                    "--no-cache",
+                ],
+                &out,
+            );
+            assert!(
+                output.status.success(),
+                "{file}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert_metrics_match(
+                &file,
+                &result["metrics"],
+                &reference["retrieval"][language]["metrics"],
+            );
+            assert_eq!(
+                result["num_texts"], reference["retrieval"][language]["num_texts"],
+                "{file}"
+            );
+            assert_eq!(result["num_images"], 6, "{file}");
+        }
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn eval_limit_takes_a_quick_look() {
+    let m = model();
+    let dir = temp_dir("eval-limit");
+    let captions = eval_data().join("retrieval/karpathy_en.json");
+    let images = eval_data().join("retrieval/images");
+    let (output, result) = run_eval(
+        &[
+            "eval",
+            "retrieval",
+            "--model",
+            &m,
+            "--images",
+            images.to_str().unwrap(),
+            "--captions",
+            captions.to_str().unwrap(),
+            "--limit",
+            "2",
+            "--no-cache",
+        ],
+        &dir.join("r.json"),
+    );
+    assert!(output.status.success());
+    assert_eq!(result["num_images"], 2);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn classify_json_matches_transformers_probabilities() {
+    let m = model();
+    let data = eval_data();
+    let reference = eval_reference();
+    let images: Vec<String> = reference["classify"]["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| data.join(p.as_str().unwrap()).display().to_string())
+        .collect();
+    let templates = data.join("templates.json").display().to_string();
+    let mut args = vec![
+        "classify",
+        "--model",
+        &m,
+        "--labels",
+        "bird,cat,dog",
+        "--templates",
+        &templates,
+        "--top-k",
+        "3",
+        "--json",
+    ];
+    for i in &images {
+        args.extend(["--image", i.as_str()]);
+    }
+    let out = altclip(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), images.len());
+    for (line, expected) in lines
+        .iter()
+        .zip(reference["classify"]["probs"].as_array().unwrap())
+    {
+        let top = line["top"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        for entry in top {
+            let i = entry["index"].as_u64().unwrap() as usize;
+            let p = entry["prob"].as_f64().unwrap();
+            assert!((p - expected[i].as_f64().unwrap()).abs() < 1e-5, "{line}");
+        }
+        assert!(top[0]["prob"].as_f64() >= top[1]["prob"].as_f64());
+    }
+}

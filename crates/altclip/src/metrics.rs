@@ -14,8 +14,10 @@ pub struct ClassificationMetrics {
 
 /// Candidate indices ordered by score, best first; ties keep index order.
 pub fn ranking(scores: &[f32]) -> Vec<usize> {
+    // -0.0 and 0.0 tie, as in numpy; total_cmp alone would order them.
+    let key = |i: usize| if scores[i] == 0.0 { 0.0 } else { scores[i] };
     let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    order.sort_by(|&a, &b| key(b).total_cmp(&key(a)));
     order
 }
 
@@ -74,10 +76,10 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Text↔image retrieval recalls. `text_to_image[t]` is the image that caption
-/// `t` describes; an image may have several captions. Returns, in order,
-/// `image_retrieval_recall@k` (text→image) for each `k`, then
+/// `t` describes; an image may have several captions. Returns, for each `k`
+/// in CLIP_benchmark's order, `image_retrieval_recall@k` (text→image) and
 /// `text_retrieval_recall@k` (image→text: a hit when any of the image's
-/// captions is in the top k), then `mean_recall`, their mean.
+/// captions is in the top k), then `mean_recall`, the mean of them all.
 pub fn retrieval_metrics(
     text_embeddings: &[Vec<f32>],
     image_embeddings: &[Vec<f32>],
@@ -106,8 +108,6 @@ pub fn retrieval_metrics(
             format!("image_retrieval_recall@{k}"),
             hits as f64 / texts.len().max(1) as f64,
         ));
-    }
-    for &k in ks {
         let hits = (0..images.len())
             .filter(|&img| {
                 let column: Vec<f32> = scores.iter().map(|row| row[img]).collect();
@@ -138,6 +138,6 @@ mod tests {
         let emb = vec![vec![1.0, 0.0], vec![0.0, 1.0]];
         let m = retrieval_metrics(&emb, &emb, &[1, 0], &[1, 10]);
         assert_eq!(m[0], ("image_retrieval_recall@1".into(), 0.0));
-        assert_eq!(m[1], ("image_retrieval_recall@10".into(), 1.0));
+        assert_eq!(m[2], ("image_retrieval_recall@10".into(), 1.0));
     }
 }

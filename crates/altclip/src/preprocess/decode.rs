@@ -31,6 +31,11 @@ pub fn decode_rgb(bytes: &[u8], name: &str, max_pixels: u64) -> Result<RgbImage>
         input: name.to_string(),
         reason,
     };
+    let undecodable = |e: &image::ImageError| {
+        fail(format!(
+            "cannot decode: {e} (is the file truncated or corrupt?)"
+        ))
+    };
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| fail(e.to_string()))?;
@@ -59,8 +64,7 @@ pub fn decode_rgb(bytes: &[u8], name: &str, max_pixels: u64) -> Result<RgbImage>
         });
     }
     let orientation = decoder.orientation().ok();
-    let mut img =
-        DynamicImage::from_decoder(decoder).map_err(|e| fail(format!("cannot decode: {e}")))?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| undecodable(&e))?;
     if let Some(o) = orientation {
         img.apply_orientation(o);
     }
