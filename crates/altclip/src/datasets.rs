@@ -130,27 +130,42 @@ impl ClassificationDataset {
     }
 }
 
-/// Reads class names: a JSON list, a JSON object of per-language lists
-/// (`{"en": [...], "zh": [...]}`), or a text file with one name per line.
-pub fn load_classnames(path: &Path, language: &str) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+/// Reads a list of strings (class names, templates): a JSON list; a JSON
+/// object of lists, from which `FILE#key` picks one (else `default_key`, else
+/// its only entry), as in CLIP_benchmark's `{"imagenet1k": [...]}` files; or
+/// a text file with one entry per line.
+pub fn load_string_list(
+    path: &Path,
+    default_key: Option<&str>,
+    what: &'static str,
+) -> Result<Vec<String>> {
+    let (file, key) = match path.to_str().and_then(|s| s.rsplit_once('#')) {
+        Some((file, key)) if !path.exists() => (PathBuf::from(file), Some(key.to_string())),
+        _ => (path.to_path_buf(), None),
+    };
+    let text = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
     let bad_json = |reason: String| Error::BadJson {
-        path: path.to_path_buf(),
-        what: "class-name list",
+        path: file.clone(),
+        what,
         reason,
     };
-    let names: Vec<String> = match serde_json::from_str::<serde_json::Value>(&text) {
-        Ok(serde_json::Value::Array(_)) => {
-            serde_json::from_str(&text).map_err(|e| bad_json(e.to_string()))?
+    let list: Vec<String> = match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(value @ serde_json::Value::Array(_)) => {
+            serde_json::from_value(value).map_err(|e| bad_json(e.to_string()))?
         }
         Ok(serde_json::Value::Object(map)) => {
-            let list = map.get(language).ok_or_else(|| {
-                bad_json(format!(
-                    "no list for language {language:?}; it has {:?}",
-                    map.keys().collect::<Vec<_>>()
-                ))
-            })?;
-            serde_json::from_value(list.clone()).map_err(|e| bad_json(e.to_string()))?
+            let wanted = key.as_deref().or(default_key);
+            let entry = match wanted.and_then(|k| map.get(k)) {
+                Some(entry) => entry,
+                None if map.len() == 1 && key.is_none() => map.values().next().expect("one entry"),
+                None => {
+                    return Err(bad_json(format!(
+                        "pick one of its lists with FILE#key; it has {:?}",
+                        map.keys().collect::<Vec<_>>()
+                    )))
+                }
+            };
+            serde_json::from_value(entry.clone()).map_err(|e| bad_json(e.to_string()))?
         }
         _ => text
             .lines()
@@ -158,13 +173,19 @@ pub fn load_classnames(path: &Path, language: &str) -> Result<Vec<String>> {
             .filter(|l| !l.trim().is_empty())
             .collect(),
     };
-    if names.is_empty() {
+    if list.is_empty() {
         return Err(Error::BadConfig {
-            path: path.to_path_buf(),
-            reason: "no class names".into(),
+            path: file,
+            reason: format!("empty {what}"),
         });
     }
-    Ok(names)
+    Ok(list)
+}
+
+/// Reads class names (see [`load_string_list`]); a per-language object
+/// (`{"en": [...], "zh": [...]}`) yields the `language` list.
+pub fn load_classnames(path: &Path, language: &str) -> Result<Vec<String>> {
+    load_string_list(path, Some(language), "class-name list")
 }
 
 /// Images and their captions for retrieval.
@@ -403,6 +424,38 @@ mod tests {
         let at = image_name_end(line).unwrap();
         assert_eq!(&line[..at], "1000092795.jpg");
         assert_eq!(image_name_end("a.PNG,x,y"), Some(5));
+    }
+
+    #[test]
+    fn string_lists_pick_keys_like_clip_benchmark_files() {
+        let dir = std::env::temp_dir().join(format!("altclip-lists-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let multi = dir.join("templates.json");
+        std::fs::write(
+            &multi,
+            r#"{"imagenet1k": ["a {c}."], "cifar10": ["b {c}."]}"#,
+        )
+        .unwrap();
+        let pick = |spec: &str| load_string_list(Path::new(spec), None, "list");
+        assert_eq!(
+            pick(&format!("{}#cifar10", multi.display())).unwrap(),
+            vec!["b {c}."]
+        );
+        let err = pick(multi.to_str().unwrap()).unwrap_err().to_string();
+        assert!(
+            err.contains("FILE#key") && err.contains("imagenet1k"),
+            "{err}"
+        );
+        let single = dir.join("cn.json");
+        std::fs::write(&single, r#"{"imagenet1k": ["丁鲷", "金鱼"]}"#).unwrap();
+        assert_eq!(
+            load_classnames(&single, "zh").unwrap(),
+            vec!["丁鲷", "金鱼"]
+        );
+        let lines = dir.join("names.txt");
+        std::fs::write(&lines, "cat\r\n\ndog\n").unwrap();
+        assert_eq!(load_classnames(&lines, "en").unwrap(), vec!["cat", "dog"]);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -89,20 +89,10 @@ fn is_cjk(c: char) -> bool {
     matches!(c as u32, 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x2FA1F)
 }
 
-/// Reads a JSON list of templates; each must contain `{c}`.
+/// Reads templates, each with `{c}`: a JSON list, or one list of a JSON
+/// object picked with `FILE#key` (see [`crate::datasets::load_string_list`]).
 pub fn load_templates(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let list: Vec<String> = serde_json::from_str(&text).map_err(|e| Error::BadJson {
-        path: path.to_path_buf(),
-        what: "template list (a JSON array of strings with {c})",
-        reason: e.to_string(),
-    })?;
-    if list.is_empty() {
-        return Err(Error::BadConfig {
-            path: path.to_path_buf(),
-            reason: "the template list is empty".into(),
-        });
-    }
+    let list = crate::datasets::load_string_list(path, None, "template list")?;
     if let Some(bad) = list.iter().find(|t| !t.contains("{c}")) {
         return Err(Error::BadConfig {
             path: path.to_path_buf(),
