@@ -1,7 +1,7 @@
 //! Metrics and zero-shot classification against the numpy / transformers
 //! references of scripts/make_eval_fixtures.py (see tests/fixtures/eval/README.md).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use altclip::metrics::{classification_metrics, retrieval_metrics};
 use altclip::preprocess::{open_rgb, DEFAULT_MAX_PIXELS};
@@ -9,34 +9,11 @@ use altclip::zeroshot::load_templates;
 use altclip::{AltClip, LoadOptions, Templates, ZeroShotClassifier};
 use serde_json::Value;
 
+mod common;
+use common::{fixtures, indices, read_json, rows};
+
 fn eval_fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/eval")
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn rows(v: &Value) -> Vec<Vec<f32>> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-                .collect()
-        })
-        .collect()
-}
-
-fn indices(v: &Value) -> Vec<usize> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as usize)
-        .collect()
+    fixtures().join("eval")
 }
 
 /// References are stored as float32, so compare to that precision.
@@ -96,7 +73,7 @@ fn classification_metrics_match_the_reference_formulas() {
 }
 
 fn clip() -> AltClip {
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-224");
+    let model = fixtures().join("tiny-224");
     AltClip::load(model.to_str().unwrap(), &LoadOptions::default()).unwrap()
 }
 

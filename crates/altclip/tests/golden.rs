@@ -2,7 +2,7 @@
 //! transformers computed for them (see tests/fixtures/README.md and
 //! scripts/make_fixtures.py).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use altclip::preprocess::{open_rgb, resample, Preprocessor, DEFAULT_MAX_PIXELS};
 use altclip::text::TextInputs;
@@ -10,48 +10,8 @@ use altclip::weights::Weights;
 use altclip::{AltClip, AltClipConfig, AltClipModel, DType, Device, LoadOptions, TextTokenizer};
 use serde_json::Value;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
-
-fn read_json(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-fn rows(v: &Value) -> Vec<Vec<f32>> {
-    v.as_array().unwrap().iter().map(floats).collect()
-}
-
-fn ids(v: &Value) -> Vec<Vec<u32>> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap() as u32)
-                .collect()
-        })
-        .collect()
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_str().unwrap().to_string())
-        .collect()
-}
+mod common;
+use common::{fixtures, ids, read_json, rows, strings};
 
 /// `(cosine, max |Δ|)` between two vectors.
 fn compare(a: &[f32], b: &[f32]) -> (f64, f64) {
