@@ -21,11 +21,18 @@ pub enum Precision {
 }
 
 /// How to find and run the model.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
     /// Model directory in Hugging Face layout, or a Hub id such as BAAI/AltCLIP.
     #[arg(long, short = 'm', env = "ALTCLIP_MODEL")]
     pub model: String,
+    #[command(flatten)]
+    pub settings: ModelSettings,
+}
+
+/// How to run a model, whichever it is.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelSettings {
     /// Hub revision (branch, tag or commit) when --model is a Hub id.
     #[arg(long, env = "ALTCLIP_REVISION")]
     pub revision: Option<String>,
@@ -37,7 +44,7 @@ pub struct ModelArgs {
     pub max_length: usize,
 }
 
-impl ModelArgs {
+impl ModelSettings {
     fn options(&self) -> LoadOptions {
         LoadOptions {
             dtype: match self.dtype {
@@ -51,17 +58,11 @@ impl ModelArgs {
         }
     }
 
-    /// Loads the tokenizer alone (no weights).
-    pub fn load_tokenizer(&self) -> Result<TextTokenizer> {
-        AltClip::load_tokenizer(&self.model, &self.options())
-            .with_context(|| format!("loading the tokenizer of `{}`", self.model))
-    }
-
-    pub fn load(&self) -> Result<AltClip> {
-        let opts = self.options();
+    /// Loads `model` (a directory or Hub id) with these settings.
+    pub fn load(&self, model: &str) -> Result<AltClip> {
         let start = std::time::Instant::now();
-        let clip = AltClip::load(&self.model, &opts)
-            .with_context(|| format!("loading model `{}`", self.model))?;
+        let clip = AltClip::load(model, &self.options())
+            .with_context(|| format!("loading model `{model}`"))?;
         tracing::info!(
             "loaded {} ({}) in {:.2}s",
             clip.files.dir.display(),
@@ -69,6 +70,18 @@ impl ModelArgs {
             start.elapsed().as_secs_f64()
         );
         Ok(clip)
+    }
+}
+
+impl ModelArgs {
+    /// Loads the tokenizer alone (no weights).
+    pub fn load_tokenizer(&self) -> Result<TextTokenizer> {
+        AltClip::load_tokenizer(&self.model, &self.settings.options())
+            .with_context(|| format!("loading the tokenizer of `{}`", self.model))
+    }
+
+    pub fn load(&self) -> Result<AltClip> {
+        self.settings.load(&self.model)
     }
 }
 

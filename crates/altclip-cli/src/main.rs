@@ -6,6 +6,7 @@ mod common;
 mod embed;
 mod eval;
 mod info;
+mod library;
 mod similarity;
 mod tokenize;
 
@@ -44,6 +45,9 @@ enum Command {
     /// Benchmarks with CLIP_benchmark's metrics: zero-shot classification and retrieval.
     #[command(subcommand)]
     Eval(eval::Command),
+    Index(library::IndexArgs),
+    Search(library::SearchArgs),
+    Dedup(library::DedupArgs),
     Tokenize(tokenize::Args),
     Info(info::Args),
 }
@@ -62,6 +66,9 @@ fn main() -> std::process::ExitCode {
         Command::Similarity(args) => similarity::run(args),
         Command::Classify(args) => classify::run(args),
         Command::Eval(command) => eval::run(command),
+        Command::Index(args) => library::index(args),
+        Command::Search(args) => library::search(args),
+        Command::Dedup(args) => library::dedup(args),
         Command::Tokenize(args) => tokenize::run(args),
         Command::Info(args) => info::run(args),
     };

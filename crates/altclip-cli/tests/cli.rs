@@ -5,33 +5,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
-
-fn model() -> String {
-    fixtures().join("tiny-224").display().to_string()
-}
-
-fn image(name: &str) -> String {
-    fixtures().join("images").join(name).display().to_string()
-}
-
-fn altclip(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_altclip"))
-        .args(args)
-        .env_remove("ALTCLIP_MODEL")
-        .output()
-        .expect("run altclip")
-}
-
-fn json_lines(out: &Output) -> Vec<Value> {
-    String::from_utf8(out.stdout.clone())
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
+mod common;
+use common::{altclip, fixtures, image, json_lines, model, temp_dir};
 
 fn norm(v: &Value) -> f64 {
     v.as_array()
@@ -359,12 +334,6 @@ fn eval_data() -> PathBuf {
 fn eval_reference() -> Value {
     serde_json::from_str(&std::fs::read_to_string(fixtures().join("eval/reference.json")).unwrap())
         .unwrap()
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("altclip-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// Runs an eval command writing its result to a temp file and returns the result JSON.

@@ -1,0 +1,334 @@
+//! `altclip index`, `altclip search` and `altclip dedup`: a searchable index
+//! of a photo library in one SQLite file.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use altclip::cache::model_key;
+use altclip_index::indexer::{self, Options};
+use altclip_index::{dedup, query, Index, ModelInfo, SqliteVectors, VectorDtype, VectorStore};
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::common::{print_json_line, progress, ImageArgs, ModelSettings};
+
+const DB_NAME: &str = ".altclip/index.db";
+
+/// The database to search: --db, else `.altclip/index.db` in the current
+/// directory or the nearest parent that has one.
+fn find_db(explicit: &Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(db) = explicit {
+        anyhow::ensure!(
+            db.is_file(),
+            "{}: no such index database; build it with `altclip index`",
+            db.display()
+        );
+        return Ok(db.clone());
+    }
+    let cwd = std::env::current_dir()?;
+    cwd.ancestors()
+        .map(|d| d.join(DB_NAME))
+        .find(|p| p.is_file())
+        .with_context(|| {
+            format!(
+                "no {DB_NAME} in {} or its parents; run `altclip index DIR` first or pass --db FILE",
+                cwd.display()
+            )
+        })
+}
+
+/// Index image folders for search (incremental and resumable).
+///
+/// Walks PATHs recursively (skipping hidden files and --exclude-dir names),
+/// embeds new or changed images in batches and records them in a SQLite
+/// database, by default PATH/.altclip/index.db. Unchanged files are not read
+/// again; renamed or duplicated files are not embedded again. Each batch is
+/// committed before the next, so an interrupted run resumes where it stopped.
+/// Files that cannot be read are recorded with the reason (see --errors).
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  altclip index ~/Pictures -m BAAI/AltCLIP\n  \
+                        altclip index ~/Pictures --exclude-dir node_modules --exclude-dir '*.cache' --prune\n  \
+                        altclip index --errors --db ~/Pictures/.altclip/index.db"
+)]
+pub struct IndexArgs {
+    /// Folders to index.
+    #[arg(required_unless_present = "errors")]
+    paths: Vec<PathBuf>,
+    /// Index database (default: FIRST_PATH/.altclip/index.db).
+    #[arg(long, env = "ALTCLIP_DB")]
+    db: Option<PathBuf>,
+    /// Model directory or Hub id (default: the model the database was built with).
+    #[arg(long, short = 'm', env = "ALTCLIP_MODEL")]
+    model: Option<String>,
+    #[command(flatten)]
+    settings: ModelSettings,
+    #[command(flatten)]
+    images: ImageArgs,
+    /// Directory names not to descend into (wildcards * and ?). Repeatable.
+    #[arg(long)]
+    exclude_dir: Vec<String>,
+    /// Forget indexed files that no longer exist.
+    #[arg(long)]
+    prune: bool,
+    /// Retry files that failed before even if they have not changed.
+    #[arg(long)]
+    retry_errors: bool,
+    /// Skip files larger than this many bytes without reading them.
+    #[arg(long, default_value_t = 1 << 30)]
+    max_file_size: u64,
+    /// Images per forward pass (and per committed batch).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    batch_size: u64,
+    /// Storage of vectors: f16 (half the size) or f32.
+    #[arg(long, default_value = "f16", value_parser = ["f16", "f32"])]
+    vector_dtype: String,
+    /// List the files that could not be indexed, with reasons, and exit.
+    #[arg(long)]
+    errors: bool,
+    /// Print the run's report (or the --errors list) as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn model_for(db: &Index, explicit: &Option<String>) -> Result<String> {
+    if let Some(m) = explicit {
+        return Ok(m.clone());
+    }
+    match db.model()? {
+        Some(info) => Ok(info.name),
+        None => anyhow::bail!(
+            "{} has no model yet: pass --model (a directory or a Hub id such as BAAI/AltCLIP)",
+            db.path().display()
+        ),
+    }
+}
+
+fn model_info(clip: &altclip::AltClip, name: &str, settings: &ModelSettings) -> Result<ModelInfo> {
+    Ok(ModelInfo {
+        name: name.to_string(),
+        revision: settings.revision.clone(),
+        key: model_key(clip)?,
+        dim: clip.embedding_dim(),
+    })
+}
+
+pub fn index(args: IndexArgs) -> Result<ExitCode> {
+    let db_path = match (&args.db, args.paths.first()) {
+        (Some(db), _) => db.clone(),
+        (None, Some(root)) => root.join(DB_NAME),
+        (None, None) => find_db(&None)?,
+    };
+    if args.errors {
+        let db = Index::open(&db_path)?;
+        let errors = db.errors()?;
+        let mut out = std::io::stdout().lock();
+        for e in &errors {
+            if args.json {
+                print_json_line(&mut out, e)?;
+            } else {
+                writeln!(out, "{}\t{}", e.path, e.reason)?;
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    for p in &args.paths {
+        anyhow::ensure!(p.is_dir(), "{}: not a directory", p.display());
+    }
+    let mut db = Index::open(&db_path)?;
+    let name = model_for(&db, &args.model)?;
+    let clip = args.settings.load(&name)?;
+    let info = model_info(&clip, &name, &args.settings)?;
+    let dtype = if args.vector_dtype == "f32" {
+        VectorDtype::F32
+    } else {
+        VectorDtype::F16
+    };
+    let mut store = SqliteVectors::open(&db_path, dtype)?;
+    let opts = Options {
+        roots: args.paths.clone(),
+        exclude_dirs: args.exclude_dir.clone(),
+        prune: args.prune,
+        batch_size: args.batch_size as usize,
+        max_pixels: args.images.max_pixels,
+        max_file_bytes: args.max_file_size,
+        retry_errors: args.retry_errors,
+    };
+    let bar = progress(0, "indexing");
+    let report = indexer::run(
+        &clip,
+        &info,
+        &mut db,
+        &mut store,
+        &opts,
+        &mut |done, total| {
+            if bar.length() != Some(total as u64) {
+                bar.set_length(total as u64);
+                if total > 1 {
+                    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                }
+            }
+            bar.set_position(done as u64);
+        },
+    )?;
+    bar.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{}: {} images found, {} embedded, {} reused (renamed {}), {} unchanged, {} failed, {} removed, {} missing",
+            db_path.display(),
+            report.found,
+            report.embedded,
+            report.reused,
+            report.renamed,
+            report.unchanged,
+            report.failed + report.known_errors,
+            report.removed,
+            report.missing
+        );
+        if report.failed + report.known_errors > 0 {
+            println!(
+                "see the failures with: altclip index --errors --db {}",
+                db_path.display()
+            );
+        }
+        if report.missing > 0 {
+            println!(
+                "{} indexed files are gone; --prune forgets them",
+                report.missing
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Search an index with text, an image, or a weighted mix.
+///
+/// QUERY words are text in any language the model knows (quote multi-word
+/// texts), an image path for image-to-image search, or a mix joined by + and
+/// -, each term optionally weighted with W: — e.g. "2:一只猫" + ./beach.jpg - "雪".
+/// Prints `score<TAB>path` per line, best first.
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  altclip search \"海边的日落\"\n  altclip search \"a cat on the grass\" --top 20\n  \
+                        altclip search \"2:一只猫\" + ./beach.jpg - \"雪\" -f | xargs open"
+)]
+pub struct SearchArgs {
+    /// The query (see above).
+    #[arg(required = true)]
+    query: Vec<String>,
+    /// Index database (default: .altclip/index.db here or in a parent directory).
+    #[arg(long, env = "ALTCLIP_DB")]
+    db: Option<PathBuf>,
+    /// Model directory or Hub id (default: the model the database was built with).
+    #[arg(long, short = 'm', env = "ALTCLIP_MODEL")]
+    model: Option<String>,
+    #[command(flatten)]
+    settings: ModelSettings,
+    #[command(flatten)]
+    images: ImageArgs,
+    /// How many results.
+    #[arg(long, short = 'n', default_value_t = 10)]
+    top: usize,
+    /// Print only paths, for piping.
+    #[arg(short = 'f', long = "files-only")]
+    files_only: bool,
+    /// Print JSON Lines `{"path":...,"score":...}`.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Hit<'a> {
+    path: &'a str,
+    score: f32,
+}
+
+/// Opens an index for reading with a model it was built with.
+fn open_for_query(
+    db: &Option<PathBuf>,
+    model: &Option<String>,
+    settings: &ModelSettings,
+) -> Result<(PathBuf, Index, altclip::AltClip)> {
+    let db_path = find_db(db)?;
+    let index = Index::open(&db_path)?;
+    let name = model_for(&index, model)?;
+    let clip = settings.load(&name)?;
+    let info = model_info(&clip, &name, settings)?;
+    match index.model()? {
+        Some(existing) if existing.key != info.key => {
+            return Err(altclip_index::Error::ModelMismatch {
+                db: db_path,
+                indexed: existing.name,
+                requested: name,
+            }
+            .into())
+        }
+        _ => {}
+    }
+    Ok((db_path, index, clip))
+}
+
+pub fn search(args: SearchArgs) -> Result<ExitCode> {
+    let parts = query::parse(&args.query)?;
+    let (db_path, index, clip) = open_for_query(&args.db, &args.model, &args.settings)?;
+    let q = query::embed(&clip, &parts, args.images.max_pixels)?;
+    let store = SqliteVectors::open(&db_path, VectorDtype::F16)?;
+    let paths = index.paths_by_hash()?;
+    let mut out = std::io::stdout().lock();
+    let mut shown = 0;
+    for (hash, score) in store.search(&q, args.top)? {
+        for path in paths.get(&hash).into_iter().flatten() {
+            if shown == args.top {
+                break;
+            }
+            shown += 1;
+            if args.json {
+                print_json_line(&mut out, &Hit { path, score })?;
+            } else if args.files_only {
+                writeln!(out, "{path}")?;
+            } else {
+                writeln!(out, "{score:.4}\t{path}")?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// List groups of duplicate and near-duplicate images in an index.
+///
+/// Files with identical content always group; distinct contents group when
+/// the cosine similarity of their embeddings is at least --threshold.
+#[derive(clap::Args, Debug)]
+pub struct DedupArgs {
+    /// Index database (default: .altclip/index.db here or in a parent directory).
+    #[arg(long, env = "ALTCLIP_DB")]
+    db: Option<PathBuf>,
+    /// Cosine similarity at or above which two images count as near-duplicates.
+    #[arg(long, default_value_t = 0.95)]
+    threshold: f32,
+    /// Print one JSON array of paths per group.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn dedup(args: DedupArgs) -> Result<ExitCode> {
+    let db_path = find_db(&args.db)?;
+    let index = Index::open(&db_path)?;
+    let store = SqliteVectors::open(&db_path, VectorDtype::F16)?;
+    let groups = dedup::groups(&store.all()?, &index.paths_by_hash()?, args.threshold);
+    let mut out = std::io::stdout().lock();
+    for group in &groups {
+        if args.json {
+            print_json_line(&mut out, group)?;
+        } else {
+            for path in group {
+                writeln!(out, "{path}")?;
+            }
+            writeln!(out)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,401 @@
+//! `altclip index` / `search` / `dedup` on generated folders with the tiny model.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+mod common;
+use common::{altclip, json_lines, model, temp_dir};
+
+/// A distinct synthetic image per `seed`.
+fn write_image(path: &Path, seed: u32, width: u32, height: u32) {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        let v = |k: u32| ((x * (seed + k) + y * (seed * 7 + k * 3) + seed * 31) % 256) as u8;
+        image::Rgb([v(1), v(2), v(5)])
+    });
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    img.save(path).unwrap();
+}
+
+fn index(dir: &Path, extra: &[&str]) -> Value {
+    let db = dir.join("index.db");
+    let m = model();
+    let mut args = vec![
+        "index",
+        dir.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+        "--model",
+        &m,
+        "--json",
+    ];
+    args.extend(extra);
+    let out = altclip(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn search(dir: &Path, query: &[&str]) -> Vec<(String, f64)> {
+    let db = dir.join("index.db");
+    let mut args = vec![
+        "search",
+        "--db",
+        db.to_str().unwrap(),
+        "--json",
+        "--top",
+        "100",
+    ];
+    args.extend(query);
+    let out = altclip(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json_lines(&out)
+        .into_iter()
+        .map(|l| {
+            (
+                l["path"].as_str().unwrap().to_string(),
+                l["score"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn paths(hits: &[(String, f64)]) -> Vec<String> {
+    let mut p: Vec<String> = hits.iter().map(|h| h.0.clone()).collect();
+    p.sort();
+    p
+}
+
+fn canonical(p: &Path) -> String {
+    std::fs::canonicalize(p).unwrap().display().to_string()
+}
+
+#[test]
+fn reindexing_embeds_only_what_changed() {
+    let dir = temp_dir("lib-incremental");
+    let lib = dir.join("photos");
+    for i in 0..6 {
+        write_image(&lib.join(format!("a/{i}.png")), i + 1, 40, 30);
+    }
+    let r = index(&dir, &[]);
+    assert_eq!(
+        (r["found"].as_u64(), r["embedded"].as_u64()),
+        (Some(6), Some(6)),
+        "{r}"
+    );
+    let r = index(&dir, &[]);
+    assert_eq!(
+        (r["unchanged"].as_u64(), r["embedded"].as_u64()),
+        (Some(6), Some(0)),
+        "{r}"
+    );
+
+    write_image(&lib.join("b/new.png"), 50, 40, 30); // added
+    write_image(&lib.join("a/0.png"), 60, 41, 30); // modified
+    std::fs::rename(lib.join("a/1.png"), lib.join("b/renamed.png")).unwrap();
+    std::fs::copy(lib.join("a/2.png"), lib.join("b/copy.png")).unwrap();
+    std::fs::remove_file(lib.join("a/3.png")).unwrap();
+    let r = index(&dir, &["--prune"]);
+    assert_eq!(
+        r["embedded"], 2,
+        "only the added and the modified file: {r}"
+    );
+    assert_eq!(r["reused"], 2, "the renamed file and the copy: {r}");
+    assert_eq!(r["renamed"], 1, "{r}");
+    assert_eq!(
+        r["removed"], 2,
+        "the old name of the renamed file and the deleted file: {r}"
+    );
+
+    let hits = search(&dir, &["a photo"]);
+    let expected: Vec<String> = [
+        "a/0.png",
+        "a/2.png",
+        "a/4.png",
+        "a/5.png",
+        "b/copy.png",
+        "b/new.png",
+        "b/renamed.png",
+    ]
+    .iter()
+    .map(|p| canonical(&lib.join(p)))
+    .collect();
+    assert_eq!(paths(&hits), expected);
+
+    // Exact and near duplicates: the copy groups with its original.
+    let db = dir.join("index.db");
+    let out = altclip(&[
+        "dedup",
+        "--db",
+        db.to_str().unwrap(),
+        "--threshold",
+        "0.9999",
+        "--json",
+    ]);
+    let groups = json_lines(&out);
+    assert!(
+        groups.contains(&serde_json::json!([
+            canonical(&lib.join("a/2.png")),
+            canonical(&lib.join("b/copy.png"))
+        ])),
+        "{groups:?}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn search_equals_a_brute_force_ranking_of_embed_output() {
+    let dir = temp_dir("lib-bruteforce");
+    let lib = dir.join("photos");
+    let files: Vec<PathBuf> = (0..8).map(|i| lib.join(format!("{i}.png"))).collect();
+    for (i, f) in files.iter().enumerate() {
+        write_image(f, i as u32 * 3 + 2, 50, 40);
+    }
+    index(&dir, &["--vector-dtype", "f32"]);
+    let m = model();
+    let mut args = vec!["embed", "--model", &m, "--text", "一只在草地上的猫"];
+    let names: Vec<String> = files.iter().map(|f| canonical(f)).collect();
+    for n in &names {
+        args.extend(["--image", n.as_str()]);
+    }
+    let lines = json_lines(&altclip(&args));
+    let vec_of = |l: &Value| -> Vec<f64> {
+        l["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let text = vec_of(&lines[8]);
+    let mut expected: Vec<(String, f64)> = names
+        .iter()
+        .zip(&lines)
+        .map(|(n, l)| {
+            (
+                n.clone(),
+                vec_of(l).iter().zip(&text).map(|(a, b)| a * b).sum(),
+            )
+        })
+        .collect();
+    expected.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let hits = search(&dir, &["一只在草地上的猫"]);
+    assert_eq!(
+        hits.iter().map(|h| &h.0).collect::<Vec<_>>(),
+        expected.iter().map(|h| &h.0).collect::<Vec<_>>()
+    );
+    for (h, e) in hits.iter().zip(&expected) {
+        assert!((h.1 - e.1).abs() < 1e-5, "{h:?} vs {e:?}");
+    }
+    // An image query finds itself first.
+    let hits = search(&dir, &[names[3].as_str()]);
+    assert_eq!(hits[0].0, names[3]);
+    assert!((hits[0].1 - 1.0).abs() < 1e-5);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A PNG whose header claims 20000×20000 pixels.
+fn huge_png_header() -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let mut c = (data.len() as u32).to_be_bytes().to_vec();
+        let body: Vec<u8> = kind.iter().chain(data).copied().collect();
+        c.extend(&body);
+        c.extend(crc32(&body).to_be_bytes());
+        c
+    };
+    let mut ihdr = 20000u32.to_be_bytes().to_vec();
+    ihdr.extend(20000u32.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(chunk(b"IHDR", &ihdr));
+    png.extend(chunk(
+        b"IDAT",
+        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    ));
+    png.extend(chunk(b"IEND", &[]));
+    png
+}
+
+#[test]
+fn unreadable_files_are_skipped_with_reasons() {
+    let dir = temp_dir("lib-errors");
+    let lib = dir.join("photos");
+    write_image(&lib.join("good.png"), 7, 40, 30);
+    std::fs::write(lib.join("empty.jpg"), b"").unwrap();
+    std::fs::write(lib.join("corrupt.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    std::fs::create_dir_all(lib.join("folder.jpg")).unwrap();
+    std::fs::write(lib.join("huge.png"), huge_png_header()).unwrap();
+    let locked = lib.join("locked.png");
+    write_image(&locked, 8, 40, 30);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    // root reads anything; only then is the permission case not testable.
+    let locked_readable = std::fs::read(&locked).is_ok();
+
+    let r = index(&dir, &[]);
+    assert_eq!(r["embedded"], if locked_readable { 2 } else { 1 }, "{r}");
+    let db = dir.join("index.db");
+    let out = altclip(&["index", "--errors", "--db", db.to_str().unwrap(), "--json"]);
+    let errors: Vec<(String, String)> = json_lines(&out)
+        .iter()
+        .map(|e| {
+            (
+                e["path"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_string(),
+                e["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let reason = |name: &str| {
+        errors
+            .iter()
+            .find(|e| e.0 == name)
+            .map(|e| e.1.clone())
+            .unwrap_or_else(|| panic!("{name} not recorded: {errors:?}"))
+    };
+    assert!(reason("empty.jpg").contains("empty"));
+    assert!(reason("corrupt.png").contains("cannot decode"));
+    assert!(reason("folder.jpg").contains("not a regular file"));
+    assert!(
+        reason("huge.png").contains("400000000 pixels"),
+        "{}",
+        reason("huge.png")
+    );
+    if locked_readable {
+        eprintln!("note: running as root, so the unreadable-permission case cannot be provoked");
+    } else {
+        assert!(reason("locked.png").contains("cannot read"));
+    }
+    // Unchanged failures are not retried.
+    let r = index(&dir, &[]);
+    assert_eq!(r["embedded"], 0);
+    assert_eq!(
+        r["known_errors"].as_u64().unwrap() + r["failed"].as_u64().unwrap(),
+        errors.len() as u64,
+        "{r}"
+    );
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_killed_indexer_loses_nothing_and_resumes() {
+    let dir = temp_dir("lib-kill");
+    let lib = dir.join("photos");
+    let n = 200;
+    for i in 0..n {
+        write_image(&lib.join(format!("{i:03}.png")), i + 1, 320, 240);
+    }
+    let db = dir.join("index.db");
+    let m = model();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_altclip"))
+        .args([
+            "index",
+            lib.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+            "--model",
+            &m,
+            "--batch-size",
+            "1",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let count = |db: &Path| -> i64 {
+        rusqlite::Connection::open(db)
+            .and_then(|c| c.query_row("SELECT COUNT(*) FROM files", [], |r| r.get(0)))
+            .unwrap_or(0)
+    };
+    let start = std::time::Instant::now();
+    while count(&db) < 5 && start.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let at_kill = count(&db);
+    assert!(at_kill >= 5, "the indexer committed nothing in 60 s");
+
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let status: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(status, "ok");
+    drop(conn);
+
+    let out = altclip(&[
+        "index",
+        lib.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+        "--json",
+    ]);
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["found"], n);
+    assert_eq!(
+        r["unchanged"].as_u64().unwrap()
+            + r["embedded"].as_u64().unwrap()
+            + r["reused"].as_u64().unwrap(),
+        n as u64,
+        "{r}"
+    );
+    assert!(
+        r["unchanged"].as_i64().unwrap() >= at_kill,
+        "committed files were lost: {r}, {at_kill} at kill"
+    );
+    assert_eq!(count(&db), n as i64, "every file exactly once");
+    eprintln!("killed after {at_kill} of {n} files; the re-run: {r}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn searching_with_another_model_is_refused() {
+    let dir = temp_dir("lib-model");
+    write_image(&dir.join("photos/x.png"), 3, 40, 30);
+    index(&dir, &[]);
+    let db = dir.join("index.db");
+    let other = common::fixtures().join("tiny-m18").display().to_string();
+    let out = altclip(&[
+        "search",
+        "--db",
+        db.to_str().unwrap(),
+        "--model",
+        &other,
+        "cat",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("was built with model") && err.contains("tiny-224"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

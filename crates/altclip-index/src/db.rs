@@ -1,0 +1,295 @@
+//! The manifest: which file (path, size, mtime) holds which content hash,
+//! files that could not be indexed and why, and which model built the index.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::error::{Error, Result};
+
+/// An indexed file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRow {
+    pub path: String,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub hash: String,
+}
+
+/// A file that was skipped, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ErrorRow {
+    pub path: String,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub reason: String,
+}
+
+/// Which model produced the vectors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// What the user passed as --model (a Hub id or a directory).
+    pub name: String,
+    pub revision: Option<String>,
+    /// Content fingerprint of the model files (see `altclip::cache::model_key`).
+    pub key: String,
+    pub dim: usize,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_hash ON files(hash);
+CREATE TABLE IF NOT EXISTS errors (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS vectors (hash TEXT PRIMARY KEY, dtype TEXT NOT NULL, data BLOB NOT NULL);
+";
+
+/// The index database.
+pub struct Index {
+    pub(crate) conn: Connection,
+    path: PathBuf,
+}
+
+impl Index {
+    /// Opens or creates the database (and its directory). WAL journaling makes
+    /// every committed batch durable across a crash or SIGKILL.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Invalid(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let conn = Connection::open(path).map_err(|e| Self::db_err(path, e))?;
+        let index = Self {
+            conn,
+            path: path.to_path_buf(),
+        };
+        index
+            .conn
+            .execute_batch(
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
+            )
+            .and_then(|_| index.conn.execute_batch(SCHEMA))
+            .map_err(|e| index.err(e))?;
+        Ok(index)
+    }
+
+    fn db_err(path: &Path, source: rusqlite::Error) -> Error {
+        Error::Db {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub(crate) fn err(&self, source: rusqlite::Error) -> Error {
+        Self::db_err(&self.path, source)
+    }
+
+    /// Where the database lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The model recorded at the first indexing run, if any.
+    pub fn model(&self) -> Result<Option<ModelInfo>> {
+        let Some(key) = self.meta("model_key")? else {
+            return Ok(None);
+        };
+        Ok(Some(ModelInfo {
+            name: self.meta("model")?.unwrap_or_default(),
+            revision: self.meta("revision")?,
+            key,
+            dim: self.meta("dim")?.and_then(|d| d.parse().ok()).unwrap_or(0),
+        }))
+    }
+
+    /// Records `model` on first use; afterwards refuses any other model.
+    pub fn bind_model(&self, model: &ModelInfo) -> Result<()> {
+        match self.model()? {
+            Some(existing) if existing.key == model.key => Ok(()),
+            Some(existing) => Err(Error::ModelMismatch {
+                db: self.path.clone(),
+                indexed: existing.name,
+                requested: model.name.clone(),
+            }),
+            None => {
+                let set = |k: &str, v: &str| {
+                    self.conn
+                        .execute(
+                            "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                            [k, v],
+                        )
+                        .map(|_| ())
+                        .map_err(|e| self.err(e))
+                };
+                set("model", &model.name)?;
+                if let Some(rev) = &model.revision {
+                    set("revision", rev)?;
+                }
+                set("model_key", &model.key)?;
+                set("dim", &model.dim.to_string())
+            }
+        }
+    }
+
+    /// Every indexed file by path.
+    pub fn files(&self) -> Result<HashMap<String, FileRow>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT path, size, mtime_ns, hash FROM files")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(FileRow {
+                    path: r.get(0)?,
+                    size: r.get::<_, i64>(1)? as u64,
+                    mtime_ns: r.get(2)?,
+                    hash: r.get(3)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows.into_iter().map(|f| (f.path.clone(), f)).collect())
+    }
+
+    /// Paths per content hash (several when files are duplicates).
+    pub fn paths_by_hash(&self) -> Result<HashMap<String, Vec<String>>> {
+        let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        for (path, row) in self.files()? {
+            out.entry(row.hash).or_default().push(path);
+        }
+        for paths in out.values_mut() {
+            paths.sort();
+        }
+        Ok(out)
+    }
+
+    /// Files recorded as unreadable, by path.
+    pub fn errors(&self) -> Result<Vec<ErrorRow>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT path, size, mtime_ns, reason FROM errors ORDER BY path")
+            .map_err(|e| self.err(e))?;
+        stmt.query_map([], |r| {
+            Ok(ErrorRow {
+                path: r.get(0)?,
+                size: r.get::<_, i64>(1)? as u64,
+                mtime_ns: r.get(2)?,
+                reason: r.get(3)?,
+            })
+        })
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(|e| self.err(e))
+    }
+
+    /// Records indexed files and failures in one transaction.
+    pub fn commit(&mut self, files: &[FileRow], errors: &[ErrorRow]) -> Result<()> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| Self::db_err(&path, e))?;
+        {
+            let mut put = tx
+                .prepare_cached("INSERT OR REPLACE INTO files (path, size, mtime_ns, hash) VALUES (?1, ?2, ?3, ?4)")
+                .map_err(|e| Self::db_err(&path, e))?;
+            let mut clear = tx
+                .prepare_cached("DELETE FROM errors WHERE path = ?1")
+                .map_err(|e| Self::db_err(&path, e))?;
+            for f in files {
+                put.execute(params![f.path, f.size as i64, f.mtime_ns, f.hash])
+                    .and_then(|_| clear.execute([&f.path]))
+                    .map_err(|e| Self::db_err(&path, e))?;
+            }
+            let mut fail = tx
+                .prepare_cached("INSERT OR REPLACE INTO errors (path, size, mtime_ns, reason) VALUES (?1, ?2, ?3, ?4)")
+                .map_err(|e| Self::db_err(&path, e))?;
+            let mut drop_file = tx
+                .prepare_cached("DELETE FROM files WHERE path = ?1")
+                .map_err(|e| Self::db_err(&path, e))?;
+            for e in errors {
+                fail.execute(params![e.path, e.size as i64, e.mtime_ns, e.reason])
+                    .and_then(|_| drop_file.execute([&e.path]))
+                    .map_err(|err| Self::db_err(&path, err))?;
+            }
+        }
+        tx.commit().map_err(|e| Self::db_err(&path, e))
+    }
+
+    /// Forgets files (and their error records); returns the content hashes no
+    /// remaining file refers to, whose vectors can be dropped.
+    pub fn remove(&mut self, paths: &[String]) -> Result<Vec<String>> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| Self::db_err(&path, e))?;
+        let mut orphans = Vec::new();
+        {
+            let mut hash_of = tx
+                .prepare_cached("SELECT hash FROM files WHERE path = ?1")
+                .map_err(|e| Self::db_err(&path, e))?;
+            let mut del = tx
+                .prepare_cached("DELETE FROM files WHERE path = ?1")
+                .map_err(|e| Self::db_err(&path, e))?;
+            let mut del_err = tx
+                .prepare_cached("DELETE FROM errors WHERE path = ?1")
+                .map_err(|e| Self::db_err(&path, e))?;
+            let mut still_used = tx
+                .prepare_cached("SELECT COUNT(*) FROM files WHERE hash = ?1")
+                .map_err(|e| Self::db_err(&path, e))?;
+            for p in paths {
+                let hash: Option<String> = hash_of
+                    .query_row([p], |r| r.get(0))
+                    .optional()
+                    .map_err(|e| Self::db_err(&path, e))?;
+                del.execute([p])
+                    .and_then(|_| del_err.execute([p]))
+                    .map_err(|e| Self::db_err(&path, e))?;
+                if let Some(hash) = hash {
+                    let n: i64 = still_used
+                        .query_row([&hash], |r| r.get(0))
+                        .map_err(|e| Self::db_err(&path, e))?;
+                    if n == 0 {
+                        orphans.push(hash);
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(|e| Self::db_err(&path, e))?;
+        Ok(orphans)
+    }
+
+    /// SQLite's own consistency check; `Ok` means the file is sound.
+    pub fn integrity_check(&self) -> Result<()> {
+        let status: String = self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        if status == "ok" {
+            Ok(())
+        } else {
+            Err(Error::Invalid(format!(
+                "{}: integrity check failed: {status}",
+                self.path.display()
+            )))
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! Errors of the index crate; each names the database, file or query at fault.
+
+use std::path::PathBuf;
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("index database {path}: {source}")]
+    Db {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    #[error(
+        "{db} was built with model `{indexed}` but this run uses `{requested}`; embeddings of \
+         different models are not comparable. Use --model {indexed}, or index into another --db"
+    )]
+    ModelMismatch {
+        db: PathBuf,
+        indexed: String,
+        requested: String,
+    },
+
+    #[error("{0}")]
+    Invalid(String),
+
+    #[error(transparent)]
+    Engine(#[from] altclip::Error),
+}

@@ -1,0 +1,19 @@
+//! Bilingual photo-library search on AltCLIP: an incremental, resumable index
+//! of a folder tree in one SQLite file, and text / image / mixed queries.
+//!
+//! [`Index`] holds the manifest (which file has which content), [`store`]
+//! the vectors behind the [`VectorStore`] trait, [`indexer`] keeps them in
+//! step with the disk, and [`query`] turns `"2:一只猫" + beach.jpg - "雪"` into
+//! one query vector.
+
+pub mod db;
+pub mod dedup;
+pub mod error;
+pub mod indexer;
+pub mod query;
+pub mod store;
+pub mod walk;
+
+pub use db::{Index, ModelInfo};
+pub use error::{Error, Result};
+pub use store::{SqliteVectors, VectorDtype, VectorStore};

@@ -1,0 +1,94 @@
+//! Finding the images under the indexed folders.
+
+use std::path::{Path, PathBuf};
+
+use altclip::datasets::IMAGE_EXTENSIONS;
+
+/// Shell-style match of a whole name against `pattern` (`*` and `?`).
+pub fn wildcard_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    // Classic two-pointer match with backtracking to the last `*`.
+    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
+    while j < n.len() {
+        if i < p.len() && (p[i] == '?' || p[i] == n[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some(i);
+            mark = j;
+            i += 1;
+        } else if let Some(s) = star {
+            i = s + 1;
+            mark += 1;
+            j = mark;
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|&c| c == '*')
+}
+
+fn hidden(name: &str) -> bool {
+    name.starts_with('.')
+}
+
+/// A candidate file: an image by extension, or a path that is not a regular
+/// file but is named like one (reported rather than silently ignored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub path: PathBuf,
+    pub is_file: bool,
+}
+
+/// Walks `roots` recursively, skipping hidden entries and directories whose
+/// name matches one of `exclude_dirs`; returns image-named entries, sorted.
+pub fn find_images(roots: &[PathBuf], exclude_dirs: &[String]) -> Vec<Found> {
+    let mut out = Vec::new();
+    for root in roots {
+        let walker = walkdir::WalkDir::new(root)
+            .follow_links(false)
+            .into_iter()
+            .filter_entry(|e| {
+                let name = e.file_name().to_string_lossy();
+                e.depth() == 0
+                    || !(hidden(&name)
+                        || (e.file_type().is_dir()
+                            && exclude_dirs.iter().any(|p| wildcard_match(p, &name))))
+            });
+        for entry in walker.filter_map(|e| e.ok()) {
+            if entry.depth() == 0 && entry.file_type().is_dir() {
+                continue;
+            }
+            if is_image_name(entry.path()) {
+                out.push(Found {
+                    path: entry.path().to_path_buf(),
+                    is_file: entry.file_type().is_file(),
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out.dedup();
+    out
+}
+
+fn is_image_name(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard_match("node_modules", "node_modules"));
+        assert!(wildcard_match("*.tmp", "a.tmp"));
+        assert!(wildcard_match("cache*", "cache-2024"));
+        assert!(wildcard_match("a?c", "abc"));
+        assert!(!wildcard_match("a?c", "abbc"));
+        assert!(!wildcard_match("*.tmp", "a.tmpx"));
+    }
+}
