@@ -26,6 +26,11 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
+    /// A failure of an external vector-store backend (e.g. Milvus); the
+    /// message names the backend's URI and suggests a fix.
+    #[error("{0}")]
+    Backend(String),
+
     #[error(transparent)]
     Engine(#[from] altclip::Error),
 }
