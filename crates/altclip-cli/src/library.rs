@@ -106,8 +106,14 @@ fn model_for(db: &Index, explicit: &Option<String>) -> Result<String> {
 }
 
 fn model_info(clip: &altclip::AltClip, name: &str, settings: &ModelSettings) -> Result<ModelInfo> {
+    // A local directory is recorded absolute, so that searches from any
+    // working directory find it.
+    let name = match std::fs::canonicalize(name) {
+        Ok(dir) if dir.is_dir() => dir.display().to_string(),
+        _ => name.to_string(),
+    };
     Ok(ModelInfo {
-        name: name.to_string(),
+        name,
         revision: settings.revision.clone(),
         key: model_key(clip)?,
         dim: clip.embedding_dim(),

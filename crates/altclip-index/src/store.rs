@@ -222,10 +222,8 @@ impl VectorStore for SqliteVectors {
             .chunks_exact(m.dim)
             .map(|row| dot(row, query))
             .collect();
-        let order = altclip::metrics::ranking(&scores);
-        Ok(order
+        Ok(top_k(&scores, k)
             .into_iter()
-            .take(k)
             .map(|i| (m.keys[i].clone(), scores[i]))
             .collect())
     }
