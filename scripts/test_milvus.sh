@@ -76,8 +76,9 @@ if [ -z "$ready" ]; then
 fi
 echo "milvus-lite $("$VENV/bin/python" -c 'import milvus_lite; print(milvus_lite.__version__)' 2>/dev/null) listening on 127.0.0.1:$PORT (pid $SERVER_PID)"
 
-ALTCLIP_TEST_MILVUS_URI="http://127.0.0.1:$PORT" \
-    cargo test -p altclip-milvus --test milvus -- --nocapture
+export ALTCLIP_TEST_MILVUS_URI="http://127.0.0.1:$PORT"
+cargo test -p altclip-milvus --test milvus -- --nocapture &&
+    cargo test -p altclip-cli --test library milvus -- --nocapture
 status=$?
 if [ "$status" -ne 0 ]; then
     echo "--- milvus-lite log ---" >&2

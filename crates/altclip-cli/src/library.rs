@@ -15,6 +15,39 @@ use crate::common::{print_json_line, progress, ImageArgs, ModelSettings};
 
 const DB_NAME: &str = ".altclip/index.db";
 
+/// Where the vectors of an index live: `--store`, else what the index
+/// recorded, else the index database itself.
+fn open_store(
+    explicit: &Option<String>,
+    index: &Index,
+    dtype: VectorDtype,
+    dim: usize,
+) -> Result<Box<dyn VectorStore>> {
+    let recorded = index.setting("store")?;
+    let spec = explicit.clone().or(recorded.clone());
+    let store: Box<dyn VectorStore> = match spec.as_deref() {
+        None | Some("sqlite") => Box::new(SqliteVectors::open(index.path(), dtype)?),
+        Some(uri) if uri.starts_with("milvus://") => Box::new(
+            altclip_milvus::MilvusStore::connect(uri, dim)
+                .with_context(|| format!("connecting to --store {uri}"))?,
+        ),
+        Some(other) => anyhow::bail!(
+            "--store {other}: expected milvus://HOST:PORT/COLLECTION, or omit it to keep the \
+             vectors in the index database"
+        ),
+    };
+    if let (Some(spec), None) = (&spec, &recorded) {
+        index.set_setting("store", spec)?;
+    } else if let (Some(spec), Some(recorded)) = (&spec, &recorded) {
+        anyhow::ensure!(
+            spec == recorded,
+            "{} keeps its vectors in {recorded}; pass --store {recorded} or use another --db",
+            index.path().display()
+        );
+    }
+    Ok(store)
+}
+
 /// The database to search: --db, else `.altclip/index.db` in the current
 /// directory or the nearest parent that has one.
 fn find_db(explicit: &Option<PathBuf>) -> Result<PathBuf> {
@@ -81,6 +114,10 @@ pub struct IndexArgs {
     /// Images per forward pass (and per committed batch).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
     batch_size: u64,
+    /// Keep the vectors in a Milvus collection (milvus://HOST:PORT/COLLECTION)
+    /// instead of the index database; recorded, so searches find it.
+    #[arg(long, env = "ALTCLIP_STORE")]
+    store: Option<String>,
     /// Storage of vectors: f16 (half the size) or f32.
     #[arg(long, default_value = "f16", value_parser = ["f16", "f32"])]
     vector_dtype: String,
@@ -151,7 +188,7 @@ pub fn index(args: IndexArgs) -> Result<ExitCode> {
     } else {
         VectorDtype::F16
     };
-    let mut store = SqliteVectors::open(&db_path, dtype)?;
+    let mut store = open_store(&args.store, &db, dtype, info.dim)?;
     let opts = Options {
         roots: args.paths.clone(),
         exclude_dirs: args.exclude_dir.clone(),
@@ -166,7 +203,7 @@ pub fn index(args: IndexArgs) -> Result<ExitCode> {
         &clip,
         &info,
         &mut db,
-        &mut store,
+        store.as_mut(),
         &opts,
         &mut |done, total| {
             if bar.length() != Some(total as u64) {
@@ -235,6 +272,9 @@ pub struct SearchArgs {
     settings: ModelSettings,
     #[command(flatten)]
     images: ImageArgs,
+    /// Vector store, when it differs from what the index recorded.
+    #[arg(long, env = "ALTCLIP_STORE")]
+    store: Option<String>,
     /// How many results.
     #[arg(long, short = 'n', default_value_t = 10)]
     top: usize,
@@ -257,7 +297,7 @@ fn open_for_query(
     db: &Option<PathBuf>,
     model: &Option<String>,
     settings: &ModelSettings,
-) -> Result<(PathBuf, Index, altclip::AltClip)> {
+) -> Result<(Index, altclip::AltClip)> {
     let db_path = find_db(db)?;
     let index = Index::open(&db_path)?;
     let name = model_for(&index, model)?;
@@ -274,14 +314,14 @@ fn open_for_query(
         }
         _ => {}
     }
-    Ok((db_path, index, clip))
+    Ok((index, clip))
 }
 
 pub fn search(args: SearchArgs) -> Result<ExitCode> {
     let parts = query::parse(&args.query)?;
-    let (db_path, index, clip) = open_for_query(&args.db, &args.model, &args.settings)?;
+    let (index, clip) = open_for_query(&args.db, &args.model, &args.settings)?;
     let q = query::embed(&clip, &parts, args.images.max_pixels)?;
-    let store = SqliteVectors::open(&db_path, VectorDtype::F16)?;
+    let store = open_store(&args.store, &index, VectorDtype::F16, q.len())?;
     let paths = index.paths_by_hash()?;
     let mut out = std::io::stdout().lock();
     let mut shown = 0;
@@ -312,6 +352,9 @@ pub struct DedupArgs {
     /// Index database (default: .altclip/index.db here or in a parent directory).
     #[arg(long, env = "ALTCLIP_DB")]
     db: Option<PathBuf>,
+    /// Vector store, when it differs from what the index recorded.
+    #[arg(long, env = "ALTCLIP_STORE")]
+    store: Option<String>,
     /// Cosine similarity at or above which two images count as near-duplicates.
     #[arg(long, default_value_t = 0.95)]
     threshold: f32,
@@ -323,7 +366,8 @@ pub struct DedupArgs {
 pub fn dedup(args: DedupArgs) -> Result<ExitCode> {
     let db_path = find_db(&args.db)?;
     let index = Index::open(&db_path)?;
-    let store = SqliteVectors::open(&db_path, VectorDtype::F16)?;
+    let dim = index.model()?.map_or(0, |m| m.dim);
+    let store = open_store(&args.store, &index, VectorDtype::F16, dim)?;
     let groups = dedup::groups(&store.all()?, &index.paths_by_hash()?, args.threshold);
     let mut out = std::io::stdout().lock();
     for group in &groups {

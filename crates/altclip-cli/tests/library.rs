@@ -399,3 +399,44 @@ fn searching_with_another_model_is_refused() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn milvus_store_serves_index_and_search() {
+    let Ok(server) = std::env::var("ALTCLIP_TEST_MILVUS_URI") else {
+        eprintln!("skipped: ALTCLIP_TEST_MILVUS_URI not set (run scripts/test_milvus.sh)");
+        return;
+    };
+    let hostport = server.trim_start_matches("http://").trim_end_matches('/');
+    let uri = format!("milvus://{hostport}/altclip_cli_{}", std::process::id());
+    let dir = temp_dir("lib-milvus");
+    let lib = dir.join("photos");
+    for i in 0..5 {
+        write_image(&lib.join(format!("{i}.png")), i * 5 + 1, 40, 30);
+    }
+    std::fs::copy(lib.join("0.png"), lib.join("copy.png")).unwrap();
+    let r = index(&dir, &["--store", &uri]);
+    assert_eq!(
+        (r["embedded"].as_u64(), r["reused"].as_u64()),
+        (Some(5), Some(1)),
+        "{r}"
+    );
+    let in_milvus = search(&dir, &["a photo"]);
+
+    // The same folder indexed into SQLite ranks the same files the same way.
+    let local = temp_dir("lib-milvus-local");
+    std::fs::rename(&lib, local.join("photos")).unwrap();
+    let _ = std::fs::remove_file(dir.join("index.db"));
+    index(&local, &["--vector-dtype", "f32"]);
+    let in_sqlite = search(&local, &["a photo"]);
+    let names = |hits: &[(String, f64)]| -> Vec<String> {
+        hits.iter()
+            .map(|h| h.0.rsplit('/').next().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&in_milvus), names(&in_sqlite));
+    for (m, s) in in_milvus.iter().zip(&in_sqlite) {
+        assert!((m.1 - s.1).abs() < 1e-4, "{m:?} vs {s:?}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+    std::fs::remove_dir_all(local).unwrap();
+}

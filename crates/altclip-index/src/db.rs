@@ -100,6 +100,22 @@ impl Index {
         &self.path
     }
 
+    /// A free-form setting recorded in the database (e.g. `store`).
+    pub fn setting(&self, key: &str) -> Result<Option<String>> {
+        self.meta(&format!("setting.{key}"))
+    }
+
+    /// Records a setting; later runs read it back with [`Index::setting`].
+    pub fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                [format!("setting.{key}").as_str(), value],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
     fn meta(&self, key: &str) -> Result<Option<String>> {
         self.conn
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
