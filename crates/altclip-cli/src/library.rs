@@ -24,6 +24,13 @@ fn open_store(
     dim: usize,
 ) -> Result<Box<dyn VectorStore>> {
     let recorded = index.setting("store")?;
+    if let (Some(asked), Some(recorded)) = (explicit, &recorded) {
+        anyhow::ensure!(
+            asked == recorded,
+            "{} keeps its vectors in {recorded}; pass --store {recorded} or use another --db",
+            index.path().display()
+        );
+    }
     let spec = explicit.clone().or(recorded.clone());
     let store: Box<dyn VectorStore> = match spec.as_deref() {
         None | Some("sqlite") => Box::new(SqliteVectors::open(index.path(), dtype)?),
@@ -38,12 +45,6 @@ fn open_store(
     };
     if let (Some(spec), None) = (&spec, &recorded) {
         index.set_setting("store", spec)?;
-    } else if let (Some(spec), Some(recorded)) = (&spec, &recorded) {
-        anyhow::ensure!(
-            spec == recorded,
-            "{} keeps its vectors in {recorded}; pass --store {recorded} or use another --db",
-            index.path().display()
-        );
     }
     Ok(store)
 }
