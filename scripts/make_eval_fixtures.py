@@ -52,6 +52,7 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_fixtures import (  # noqa: E402  (re-use the conventions of the main fixture script)
+    deterministic_setup,
     check_loading,
     load_processor,
     manual_pixel_values,
@@ -639,13 +640,7 @@ def make_reference(dataset: dict, versions: dict) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.parse_args()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    np.random.seed(0)
-    random.seed(0)
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    deterministic_setup()
     versions = {"torch": torch.__version__, "transformers": transformers.__version__,
                 "pillow": PIL.__version__, "numpy": np.__version__}
 

@@ -1065,9 +1065,8 @@ def make_rgb_refs(images_dir: Path, out: Path) -> list[dict]:
 # --------------------------------------------------------------------------------------------------
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.parse_args()
+def deterministic_setup() -> None:
+    """Single-threaded, seeded and quiet: two runs write identical bytes."""
     torch.set_num_threads(1)
     torch.manual_seed(0)
     np.random.seed(0)
@@ -1075,6 +1074,12 @@ def main() -> int:
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.parse_args()
+    deterministic_setup()
 
     versions = {
         "torch": torch.__version__,
