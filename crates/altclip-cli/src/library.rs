@@ -15,6 +15,26 @@ use crate::common::{print_json_line, progress, ImageArgs, ModelSettings};
 
 const DB_NAME: &str = ".altclip/index.db";
 
+/// The index, model and vector store a library command works on.
+#[derive(clap::Args, Debug)]
+pub struct Target {
+    /// Index database (default: .altclip/index.db in the first PATH for `index`;
+    /// otherwise here or in the nearest parent directory that has one).
+    #[arg(long, env = "ALTCLIP_DB")]
+    db: Option<PathBuf>,
+    /// Model directory or Hub id (default: the model the database was built with).
+    #[arg(long, short = 'm', env = "ALTCLIP_MODEL")]
+    model: Option<String>,
+    #[command(flatten)]
+    settings: ModelSettings,
+    #[command(flatten)]
+    images: ImageArgs,
+    /// Keep the vectors in a Milvus collection (milvus://HOST:PORT/COLLECTION)
+    /// instead of the index database; `index` records it for later commands.
+    #[arg(long, env = "ALTCLIP_STORE")]
+    store: Option<String>,
+}
+
 /// Where the vectors of an index live: `--store`, else what the index
 /// recorded, else the index database itself.
 fn open_store(
@@ -90,16 +110,8 @@ pub struct IndexArgs {
     /// Folders to index.
     #[arg(required_unless_present = "errors")]
     paths: Vec<PathBuf>,
-    /// Index database (default: FIRST_PATH/.altclip/index.db).
-    #[arg(long, env = "ALTCLIP_DB")]
-    db: Option<PathBuf>,
-    /// Model directory or Hub id (default: the model the database was built with).
-    #[arg(long, short = 'm', env = "ALTCLIP_MODEL")]
-    model: Option<String>,
     #[command(flatten)]
-    settings: ModelSettings,
-    #[command(flatten)]
-    images: ImageArgs,
+    target: Target,
     /// Directory names not to descend into (wildcards * and ?). Repeatable.
     #[arg(long)]
     exclude_dir: Vec<String>,
@@ -115,10 +127,6 @@ pub struct IndexArgs {
     /// Images per forward pass (and per committed batch).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
     batch_size: u64,
-    /// Keep the vectors in a Milvus collection (milvus://HOST:PORT/COLLECTION)
-    /// instead of the index database; recorded, so searches find it.
-    #[arg(long, env = "ALTCLIP_STORE")]
-    store: Option<String>,
     /// Storage of vectors: f16 (half the size) or f32.
     #[arg(long, default_value = "f16", value_parser = ["f16", "f32"])]
     vector_dtype: String,
@@ -159,7 +167,7 @@ fn model_info(clip: &altclip::AltClip, name: &str, settings: &ModelSettings) -> 
 }
 
 pub fn index(args: IndexArgs) -> Result<ExitCode> {
-    let db_path = match (&args.db, args.paths.first()) {
+    let db_path = match (&args.target.db, args.paths.first()) {
         (Some(db), _) => db.clone(),
         (None, Some(root)) => root.join(DB_NAME),
         (None, None) => find_db(&None)?,
@@ -181,21 +189,21 @@ pub fn index(args: IndexArgs) -> Result<ExitCode> {
         anyhow::ensure!(p.is_dir(), "{}: not a directory", p.display());
     }
     let mut db = Index::open(&db_path)?;
-    let name = model_for(&db, &args.model)?;
-    let clip = args.settings.load(&name)?;
-    let info = model_info(&clip, &name, &args.settings)?;
+    let name = model_for(&db, &args.target.model)?;
+    let clip = args.target.settings.load(&name)?;
+    let info = model_info(&clip, &name, &args.target.settings)?;
     let dtype = if args.vector_dtype == "f32" {
         VectorDtype::F32
     } else {
         VectorDtype::F16
     };
-    let mut store = open_store(&args.store, &db, dtype, info.dim)?;
+    let mut store = open_store(&args.target.store, &db, dtype, info.dim)?;
     let opts = Options {
         roots: args.paths.clone(),
         exclude_dirs: args.exclude_dir.clone(),
         prune: args.prune,
         batch_size: args.batch_size as usize,
-        max_pixels: args.images.max_pixels,
+        max_pixels: args.target.images.max_pixels,
         max_file_bytes: args.max_file_size,
         retry_errors: args.retry_errors,
     };
@@ -263,19 +271,8 @@ pub struct SearchArgs {
     /// The query (see above).
     #[arg(required = true)]
     query: Vec<String>,
-    /// Index database (default: .altclip/index.db here or in a parent directory).
-    #[arg(long, env = "ALTCLIP_DB")]
-    db: Option<PathBuf>,
-    /// Model directory or Hub id (default: the model the database was built with).
-    #[arg(long, short = 'm', env = "ALTCLIP_MODEL")]
-    model: Option<String>,
     #[command(flatten)]
-    settings: ModelSettings,
-    #[command(flatten)]
-    images: ImageArgs,
-    /// Vector store, when it differs from what the index recorded.
-    #[arg(long, env = "ALTCLIP_STORE")]
-    store: Option<String>,
+    target: Target,
     /// How many results.
     #[arg(long, short = 'n', default_value_t = 10)]
     top: usize,
@@ -320,9 +317,9 @@ fn open_for_query(
 
 pub fn search(args: SearchArgs) -> Result<ExitCode> {
     let parts = query::parse(&args.query)?;
-    let (index, clip) = open_for_query(&args.db, &args.model, &args.settings)?;
-    let q = query::embed(&clip, &parts, args.images.max_pixels)?;
-    let store = open_store(&args.store, &index, VectorDtype::F16, q.len())?;
+    let (index, clip) = open_for_query(&args.target.db, &args.target.model, &args.target.settings)?;
+    let q = query::embed(&clip, &parts, args.target.images.max_pixels)?;
+    let store = open_store(&args.target.store, &index, VectorDtype::F16, q.len())?;
     let paths = index.paths_by_hash()?;
     let mut out = std::io::stdout().lock();
     let mut shown = 0;
