@@ -6,7 +6,6 @@
 //! step with the disk, and [`query`] turns `"2:一只猫" + beach.jpg - "雪"` into
 //! one query vector.
 
-pub mod ann;
 pub mod db;
 pub mod dedup;
 pub mod error;

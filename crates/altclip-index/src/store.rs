@@ -5,9 +5,8 @@
 use std::cell::RefCell;
 use std::path::Path;
 
-use rusqlite::{params, OptionalExtension};
+use rusqlite::params;
 
-use crate::ann::{Ann, AnnParams};
 use crate::db::Index;
 use crate::error::{Error, Result};
 
@@ -74,8 +73,6 @@ struct Matrix {
     keys: Vec<String>,
     data: Vec<f32>,
     dim: usize,
-    /// The store generation the rows were read at.
-    generation: u64,
 }
 
 /// Vectors in the `vectors` table of the index database.
@@ -84,18 +81,7 @@ pub struct SqliteVectors {
     dtype: VectorDtype,
     /// Loaded on the first search and dropped on every write.
     matrix: RefCell<Option<Matrix>>,
-    /// From this many vectors on, searches use an HNSW graph.
-    ann_threshold: usize,
-    ann_params: AnnParams,
-    ann: RefCell<Option<Ann>>,
 }
-
-/// Collections at least this large are searched through HNSW by default.
-pub const DEFAULT_ANN_THRESHOLD: usize = 50_000;
-
-/// Bumps the write counter that tells a saved HNSW graph it is stale.
-const BUMP_GENERATION: &str = "INSERT INTO meta (key, value) VALUES ('vectors_generation', '1') \
-     ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1";
 
 impl SqliteVectors {
     /// Opens the vector table of the index at `path` (its own connection).
@@ -104,50 +90,7 @@ impl SqliteVectors {
             index: Index::open(path)?,
             dtype,
             matrix: RefCell::new(None),
-            ann_threshold: DEFAULT_ANN_THRESHOLD,
-            ann_params: AnnParams::default(),
-            ann: RefCell::new(None),
         })
-    }
-
-    /// Searches through an HNSW graph (saved as `<db>.hnsw`, rebuilt after
-    /// writes) once the store holds `threshold` vectors; exact below it.
-    pub fn with_ann(mut self, threshold: usize, params: AnnParams) -> Self {
-        self.ann_threshold = threshold;
-        self.ann_params = params;
-        self
-    }
-
-    fn generation(&self) -> Result<u64> {
-        let v: Option<String> = self
-            .index
-            .conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'vectors_generation'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.index.err(e))?;
-        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
-    }
-
-    /// The graph for the matrix's generation: in memory, else from disk, else built and saved.
-    fn ann_rows(&self, m: &Matrix, query: &[f32], k: usize) -> Result<Vec<(usize, f32)>> {
-        let generation = m.generation;
-        let path = self.index.path().with_extension("hnsw");
-        let mut ann = self.ann.borrow_mut();
-        if ann.as_ref().is_none_or(|a| a.generation() != generation) {
-            *ann = match Ann::load(&path).filter(|a| a.generation() == generation) {
-                Some(saved) => Some(saved),
-                None => {
-                    let built = Ann::build(&m.data, m.dim, generation, self.ann_params);
-                    built.save(&path)?;
-                    Some(built)
-                }
-            };
-        }
-        Ok(ann.as_ref().expect("set above").search(query, k))
     }
 
     fn load(&self) -> Result<Matrix> {
@@ -161,7 +104,6 @@ impl SqliteVectors {
             keys: Vec::new(),
             data: Vec::new(),
             dim: 0,
-            generation: self.generation()?,
         };
         while let Some(row) = rows.next().map_err(|e| self.index.err(e))? {
             let key: String = row.get(0).map_err(|e| self.index.err(e))?;
@@ -186,7 +128,7 @@ impl SqliteVectors {
     }
 }
 
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+fn dot(a: &[f32], b: &[f32]) -> f32 {
     // Eight independent accumulators let the compiler vectorise the loop.
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -230,7 +172,6 @@ impl VectorStore for SqliteVectors {
                 put.execute(params![key, self.dtype.name(), self.dtype.encode(v)])
                     .map_err(err)?;
             }
-            tx.execute(BUMP_GENERATION, []).map_err(err)?;
         }
         tx.commit().map_err(err)?;
         self.matrix.replace(None);
@@ -238,21 +179,12 @@ impl VectorStore for SqliteVectors {
     }
 
     fn remove(&mut self, keys: &[String]) -> Result<()> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let path = self.index.path().to_path_buf();
-        let err = |source| Error::Db {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.index.conn.transaction().map_err(err)?;
         for key in keys {
-            tx.execute("DELETE FROM vectors WHERE hash = ?1", [key])
-                .map_err(err)?;
+            self.index
+                .conn
+                .execute("DELETE FROM vectors WHERE hash = ?1", [key])
+                .map_err(|e| self.index.err(e))?;
         }
-        tx.execute(BUMP_GENERATION, []).map_err(err)?;
-        tx.commit().map_err(err)?;
         self.matrix.replace(None);
         Ok(())
     }
@@ -269,14 +201,7 @@ impl VectorStore for SqliteVectors {
     }
 
     fn search(&self, query: &[f32], k: usize) -> Result<Vec<(String, f32)>> {
-        // Another connection (an indexer) may have written since the last load.
-        let generation = self.generation()?;
-        if self
-            .matrix
-            .borrow()
-            .as_ref()
-            .is_none_or(|m| m.generation != generation)
-        {
+        if self.matrix.borrow().is_none() {
             let m = self.load()?;
             self.matrix.replace(Some(m));
         }
@@ -291,13 +216,6 @@ impl VectorStore for SqliteVectors {
                 query.len(),
                 m.dim
             )));
-        }
-        if m.keys.len() >= self.ann_threshold {
-            return Ok(self
-                .ann_rows(m, query, k)?
-                .into_iter()
-                .map(|(i, score)| (m.keys[i].clone(), score))
-                .collect());
         }
         let scores: Vec<f32> = m
             .data
@@ -331,64 +249,6 @@ mod tests {
             full.truncate(k);
             assert_eq!(top_k(&scores, k), full, "k = {k}");
         }
-    }
-
-    fn random_units(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
-        let mut state = seed;
-        (0..n)
-            .map(|_| {
-                let v: Vec<f32> = (0..dim)
-                    .map(|_| {
-                        state = state
-                            .wrapping_mul(6364136223846793005)
-                            .wrapping_add(1442695040888963407);
-                        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-                    })
-                    .collect();
-                let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-                v.into_iter().map(|x| x / n).collect()
-            })
-            .collect()
-    }
-
-    #[test]
-    fn hnsw_recall_at_10_against_exact_search() {
-        let dir = std::env::temp_dir().join(format!("altclip-ann-store-{}", std::process::id()));
-        let db = dir.join("index.db");
-        let vectors = random_units(3000, 64, 1);
-        let entries: Vec<(String, Vec<f32>)> = vectors
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (format!("{i:06}"), v.clone()))
-            .collect();
-        let mut exact = SqliteVectors::open(&db, VectorDtype::F32).unwrap();
-        exact.upsert(&entries).unwrap();
-        let ann = SqliteVectors::open(&db, VectorDtype::F32)
-            .unwrap()
-            .with_ann(0, AnnParams::default());
-        let queries = random_units(100, 64, 2);
-        let mut found = 0;
-        for q in &queries {
-            let truth: Vec<String> = exact
-                .search(q, 10)
-                .unwrap()
-                .into_iter()
-                .map(|h| h.0)
-                .collect();
-            let got = ann.search(q, 10).unwrap();
-            found += got.iter().filter(|h| truth.contains(&h.0)).count();
-        }
-        let recall = found as f64 / (10 * queries.len()) as f64;
-        assert!(recall >= 0.98, "recall@10 {recall}");
-        assert!(
-            db.with_extension("hnsw").is_file(),
-            "the graph is saved beside the database"
-        );
-
-        // A write makes the saved graph stale; the new vector is found.
-        exact.upsert(&[("new".into(), queries[0].clone())]).unwrap();
-        assert_eq!(ann.search(&queries[0], 1).unwrap()[0].0, "new");
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
