@@ -173,6 +173,11 @@ pub fn index(args: IndexArgs) -> Result<ExitCode> {
         (None, None) => find_db(&None)?,
     };
     if args.errors {
+        anyhow::ensure!(
+            db_path.is_file(),
+            "{}: no such index database; build it with `altclip index DIR`",
+            db_path.display()
+        );
         let db = Index::open(&db_path)?;
         let errors = db.errors()?;
         let mut out = std::io::stdout().lock();
