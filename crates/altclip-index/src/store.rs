@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::path::Path;
 
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 
 use crate::db::Index;
 use crate::error::{Error, Result};
@@ -73,7 +73,13 @@ struct Matrix {
     keys: Vec<String>,
     data: Vec<f32>,
     dim: usize,
+    /// The store's write counter when the rows were read.
+    generation: u64,
 }
+
+/// Bumps the write counter that tells open stores their matrix is stale.
+const BUMP_GENERATION: &str = "INSERT INTO meta (key, value) VALUES ('vectors_generation', '1') \
+     ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1";
 
 /// Vectors in the `vectors` table of the index database.
 pub struct SqliteVectors {
@@ -93,6 +99,21 @@ impl SqliteVectors {
         })
     }
 
+    /// How many writes the vector table has seen, from any connection.
+    fn generation(&self) -> Result<u64> {
+        let v: Option<String> = self
+            .index
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'vectors_generation'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.index.err(e))?;
+        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
     fn load(&self) -> Result<Matrix> {
         let mut stmt = self
             .index
@@ -104,6 +125,7 @@ impl SqliteVectors {
             keys: Vec::new(),
             data: Vec::new(),
             dim: 0,
+            generation: self.generation()?,
         };
         while let Some(row) = rows.next().map_err(|e| self.index.err(e))? {
             let key: String = row.get(0).map_err(|e| self.index.err(e))?;
@@ -172,6 +194,7 @@ impl VectorStore for SqliteVectors {
                 put.execute(params![key, self.dtype.name(), self.dtype.encode(v)])
                     .map_err(err)?;
             }
+            tx.execute(BUMP_GENERATION, []).map_err(err)?;
         }
         tx.commit().map_err(err)?;
         self.matrix.replace(None);
@@ -179,12 +202,21 @@ impl VectorStore for SqliteVectors {
     }
 
     fn remove(&mut self, keys: &[String]) -> Result<()> {
-        for key in keys {
-            self.index
-                .conn
-                .execute("DELETE FROM vectors WHERE hash = ?1", [key])
-                .map_err(|e| self.index.err(e))?;
+        if keys.is_empty() {
+            return Ok(());
         }
+        let path = self.index.path().to_path_buf();
+        let err = |source| Error::Db {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.index.conn.transaction().map_err(err)?;
+        for key in keys {
+            tx.execute("DELETE FROM vectors WHERE hash = ?1", [key])
+                .map_err(err)?;
+        }
+        tx.execute(BUMP_GENERATION, []).map_err(err)?;
+        tx.commit().map_err(err)?;
         self.matrix.replace(None);
         Ok(())
     }
@@ -201,7 +233,14 @@ impl VectorStore for SqliteVectors {
     }
 
     fn search(&self, query: &[f32], k: usize) -> Result<Vec<(String, f32)>> {
-        if self.matrix.borrow().is_none() {
+        // Another connection (an indexer) may have written since the last load.
+        let generation = self.generation()?;
+        if self
+            .matrix
+            .borrow()
+            .as_ref()
+            .is_none_or(|m| m.generation != generation)
+        {
             let m = self.load()?;
             self.matrix.replace(Some(m));
         }
@@ -272,6 +311,11 @@ mod tests {
         );
         store.remove(&["b".into()]).unwrap();
         assert_eq!(store.search(&[0.0, 1.0, 0.0], 1).unwrap()[0].0, "c");
+
+        // A write through another connection is seen by an open store.
+        let mut writer = SqliteVectors::open(&dir.join("index.db"), VectorDtype::F16).unwrap();
+        writer.upsert(&[("d".into(), vec![0.0, 1.0, 0.0])]).unwrap();
+        assert_eq!(store.search(&[0.0, 1.0, 0.0], 1).unwrap()[0].0, "d");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
