@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::error::{Error, Result};
 
@@ -215,82 +215,67 @@ impl Index {
         .map_err(|e| self.err(e))
     }
 
+    /// Runs `work` in one transaction, committed when it succeeds; every
+    /// SQLite error is reported with the database's path.
+    pub(crate) fn in_transaction<T>(
+        &mut self,
+        work: impl FnOnce(&Transaction) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let path = self.path.clone();
+        let run = || {
+            let tx = self.conn.transaction()?;
+            let out = work(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        };
+        run().map_err(|e| Self::db_err(&path, e))
+    }
+
     /// Records indexed files and failures in one transaction.
     pub fn commit(&mut self, files: &[FileRow], errors: &[ErrorRow]) -> Result<()> {
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|e| Self::db_err(&path, e))?;
-        {
-            let mut put = tx
-                .prepare_cached("INSERT OR REPLACE INTO files (path, size, mtime_ns, hash) VALUES (?1, ?2, ?3, ?4)")
-                .map_err(|e| Self::db_err(&path, e))?;
-            let mut clear = tx
-                .prepare_cached("DELETE FROM errors WHERE path = ?1")
-                .map_err(|e| Self::db_err(&path, e))?;
+        self.in_transaction(|tx| {
+            let mut put = tx.prepare_cached(
+                "INSERT OR REPLACE INTO files (path, size, mtime_ns, hash) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let mut clear = tx.prepare_cached("DELETE FROM errors WHERE path = ?1")?;
             for f in files {
-                put.execute(params![f.path, f.size as i64, f.mtime_ns, f.hash])
-                    .and_then(|_| clear.execute([&f.path]))
-                    .map_err(|e| Self::db_err(&path, e))?;
+                put.execute(params![f.path, f.size as i64, f.mtime_ns, f.hash])?;
+                clear.execute([&f.path])?;
             }
-            let mut fail = tx
-                .prepare_cached("INSERT OR REPLACE INTO errors (path, size, mtime_ns, reason) VALUES (?1, ?2, ?3, ?4)")
-                .map_err(|e| Self::db_err(&path, e))?;
-            let mut drop_file = tx
-                .prepare_cached("DELETE FROM files WHERE path = ?1")
-                .map_err(|e| Self::db_err(&path, e))?;
+            let mut fail = tx.prepare_cached(
+                "INSERT OR REPLACE INTO errors (path, size, mtime_ns, reason) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let mut drop_file = tx.prepare_cached("DELETE FROM files WHERE path = ?1")?;
             for e in errors {
-                fail.execute(params![e.path, e.size as i64, e.mtime_ns, e.reason])
-                    .and_then(|_| drop_file.execute([&e.path]))
-                    .map_err(|err| Self::db_err(&path, err))?;
+                fail.execute(params![e.path, e.size as i64, e.mtime_ns, e.reason])?;
+                drop_file.execute([&e.path])?;
             }
-        }
-        tx.commit().map_err(|e| Self::db_err(&path, e))
+            Ok(())
+        })
     }
 
     /// Forgets files (and their error records); returns the content hashes no
     /// remaining file refers to, whose vectors can be dropped.
     pub fn remove(&mut self, paths: &[String]) -> Result<Vec<String>> {
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|e| Self::db_err(&path, e))?;
-        let mut orphans = Vec::new();
-        {
-            let mut hash_of = tx
-                .prepare_cached("SELECT hash FROM files WHERE path = ?1")
-                .map_err(|e| Self::db_err(&path, e))?;
-            let mut del = tx
-                .prepare_cached("DELETE FROM files WHERE path = ?1")
-                .map_err(|e| Self::db_err(&path, e))?;
-            let mut del_err = tx
-                .prepare_cached("DELETE FROM errors WHERE path = ?1")
-                .map_err(|e| Self::db_err(&path, e))?;
-            let mut still_used = tx
-                .prepare_cached("SELECT COUNT(*) FROM files WHERE hash = ?1")
-                .map_err(|e| Self::db_err(&path, e))?;
+        self.in_transaction(|tx| {
+            let mut hash_of = tx.prepare_cached("SELECT hash FROM files WHERE path = ?1")?;
+            let mut del = tx.prepare_cached("DELETE FROM files WHERE path = ?1")?;
+            let mut del_err = tx.prepare_cached("DELETE FROM errors WHERE path = ?1")?;
+            let mut still_used = tx.prepare_cached("SELECT COUNT(*) FROM files WHERE hash = ?1")?;
+            let mut orphans = Vec::new();
             for p in paths {
-                let hash: Option<String> = hash_of
-                    .query_row([p], |r| r.get(0))
-                    .optional()
-                    .map_err(|e| Self::db_err(&path, e))?;
-                del.execute([p])
-                    .and_then(|_| del_err.execute([p]))
-                    .map_err(|e| Self::db_err(&path, e))?;
+                let hash: Option<String> = hash_of.query_row([p], |r| r.get(0)).optional()?;
+                del.execute([p])?;
+                del_err.execute([p])?;
                 if let Some(hash) = hash {
-                    let n: i64 = still_used
-                        .query_row([&hash], |r| r.get(0))
-                        .map_err(|e| Self::db_err(&path, e))?;
+                    let n: i64 = still_used.query_row([&hash], |r| r.get(0))?;
                     if n == 0 {
                         orphans.push(hash);
                     }
                 }
             }
-        }
-        tx.commit().map_err(|e| Self::db_err(&path, e))?;
-        Ok(orphans)
+            Ok(orphans)
+        })
     }
 
     /// SQLite's own consistency check; `Ok` means the file is sound.

@@ -268,19 +268,20 @@ pub fn run(
                 }
             }
             if !to_embed.is_empty() {
-                let images: Vec<RgbImage> = to_embed.iter().map(|(_, img)| img.clone()).collect();
+                let (embedded, images): (Vec<FileRow>, Vec<RgbImage>) =
+                    to_embed.into_iter().unzip();
                 let vectors = normalize_rows(clip.image_features(&images)?);
-                let entries: Vec<(String, Vec<f32>)> = to_embed
+                let entries: Vec<(String, Vec<f32>)> = embedded
                     .iter()
-                    .map(|(r, _)| r.hash.clone())
+                    .map(|r| r.hash.clone())
                     .zip(vectors)
                     .collect();
                 // Vectors first: a crash before the manifest commit only
                 // leaves vectors that the next run finds and reuses.
                 store.upsert(&entries)?;
-                report.embedded += to_embed.len();
+                report.embedded += embedded.len();
                 stored_this_run.extend(entries.into_iter().map(|(h, _)| h));
-                rows.extend(to_embed.into_iter().map(|(r, _)| r));
+                rows.extend(embedded);
             }
             report.failed += errors.len();
             index.commit(&rows, &errors)?;

@@ -178,25 +178,17 @@ fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
 
 impl VectorStore for SqliteVectors {
     fn upsert(&mut self, vectors: &[(String, Vec<f32>)]) -> Result<()> {
-        let path = self.index.path().to_path_buf();
-        let err = |source| Error::Db {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.index.conn.transaction().map_err(err)?;
-        {
-            let mut put = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO vectors (hash, dtype, data) VALUES (?1, ?2, ?3)",
-                )
-                .map_err(err)?;
+        let dtype = self.dtype;
+        self.index.in_transaction(|tx| {
+            let mut put = tx.prepare_cached(
+                "INSERT OR REPLACE INTO vectors (hash, dtype, data) VALUES (?1, ?2, ?3)",
+            )?;
             for (key, v) in vectors {
-                put.execute(params![key, self.dtype.name(), self.dtype.encode(v)])
-                    .map_err(err)?;
+                put.execute(params![key, dtype.name(), dtype.encode(v)])?;
             }
-            tx.execute(BUMP_GENERATION, []).map_err(err)?;
-        }
-        tx.commit().map_err(err)?;
+            tx.execute(BUMP_GENERATION, [])?;
+            Ok(())
+        })?;
         self.matrix.replace(None);
         Ok(())
     }
@@ -205,18 +197,13 @@ impl VectorStore for SqliteVectors {
         if keys.is_empty() {
             return Ok(());
         }
-        let path = self.index.path().to_path_buf();
-        let err = |source| Error::Db {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.index.conn.transaction().map_err(err)?;
-        for key in keys {
-            tx.execute("DELETE FROM vectors WHERE hash = ?1", [key])
-                .map_err(err)?;
-        }
-        tx.execute(BUMP_GENERATION, []).map_err(err)?;
-        tx.commit().map_err(err)?;
+        self.index.in_transaction(|tx| {
+            for key in keys {
+                tx.execute("DELETE FROM vectors WHERE hash = ?1", [key])?;
+            }
+            tx.execute(BUMP_GENERATION, [])?;
+            Ok(())
+        })?;
         self.matrix.replace(None);
         Ok(())
     }

@@ -32,7 +32,7 @@ impl AltClipModel {
     /// `position_ids` buffers or a pooler) are ignored.
     pub fn load(w: &Weights, cfg: &AltClipConfig) -> Result<Self> {
         let (t, v) = (&cfg.text_config, &cfg.vision_config);
-        let model = Self {
+        Ok(Self {
             text: TextTower::load(&w.pp("text_model"), t)?,
             vision: VisionTower::load(&w.pp("vision_model"), v)?,
             text_projection: Linear::load_no_bias(
@@ -48,11 +48,8 @@ impl AltClipModel {
             logit_scale: w
                 .get_as(&[], "logit_scale", DType::F32)?
                 .to_scalar::<f32>()?,
-            parameters: 0,
-        };
-        Ok(Self {
+            // Fields load in the order written, so this counts all of them.
             parameters: w.loaded_elements(),
-            ..model
         })
     }
 
