@@ -21,11 +21,7 @@ pub fn content_hash(bytes: &[u8]) -> String {
 
 /// The default cache root: `$XDG_CACHE_HOME/altclip` or `~/.cache/altclip`.
 pub fn default_root() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"))
-        .join("altclip")
+    crate::hub::user_cache_dir().join("altclip")
 }
 
 /// Identifies what produces image features: config, preprocessing, the

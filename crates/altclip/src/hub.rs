@@ -44,11 +44,15 @@ pub fn hub_cache_dir() -> PathBuf {
     if let Some(home) = std::env::var_os("HF_HOME") {
         return PathBuf::from(home).join("hub");
     }
-    let base = std::env::var_os("XDG_CACHE_HOME")
+    user_cache_dir().join("huggingface").join("hub")
+}
+
+/// `$XDG_CACHE_HOME`, else `~/.cache`: where per-user caches live.
+pub fn user_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"));
-    base.join("huggingface").join("hub")
+        .unwrap_or_else(|| PathBuf::from(".cache"))
 }
 
 fn offline() -> bool {
