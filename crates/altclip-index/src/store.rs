@@ -163,19 +163,6 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + ra.iter().zip(rb).map(|(x, y)| x * y).sum::<f32>()
 }
 
-/// Indices of the `k` best scores, best first, ties to the lower index;
-/// a partial selection instead of sorting every score.
-fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
-    let better = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b));
-    let mut idx: Vec<usize> = (0..scores.len()).collect();
-    if k < idx.len() {
-        idx.select_nth_unstable_by(k, better);
-        idx.truncate(k);
-    }
-    idx.sort_by(better);
-    idx
-}
-
 impl VectorStore for SqliteVectors {
     fn upsert(&mut self, vectors: &[(String, Vec<f32>)]) -> Result<()> {
         let dtype = self.dtype;
@@ -248,7 +235,7 @@ impl VectorStore for SqliteVectors {
             .chunks_exact(m.dim)
             .map(|row| dot(row, query))
             .collect();
-        Ok(top_k(&scores, k)
+        Ok(altclip::metrics::top_k(&scores, k)
             .into_iter()
             .map(|i| (m.keys[i].clone(), scores[i]))
             .collect())
@@ -266,16 +253,6 @@ impl VectorStore for SqliteVectors {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn top_k_selects_like_a_full_stable_sort() {
-        let scores = [0.3, 0.9, 0.1, 0.9, 0.5, -0.2, 0.5];
-        for k in 0..=scores.len() + 1 {
-            let mut full = altclip::metrics::ranking(&scores);
-            full.truncate(k);
-            assert_eq!(top_k(&scores, k), full, "k = {k}");
-        }
-    }
 
     #[test]
     fn f16_round_trip_and_exact_ranking() {

@@ -21,10 +21,17 @@ pub fn ranking(scores: &[f32]) -> Vec<usize> {
     order
 }
 
-fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
-    let mut order = ranking(scores);
-    order.truncate(k);
-    order
+/// The first `k` of [`ranking`], by partial selection instead of a full sort.
+pub fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
+    let key = |i: usize| if scores[i] == 0.0 { 0.0 } else { scores[i] };
+    let better = |a: &usize, b: &usize| key(*b).total_cmp(&key(*a)).then(a.cmp(b));
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    if k < idx.len() {
+        idx.select_nth_unstable_by(k, better);
+        idx.truncate(k);
+    }
+    idx.sort_by(better);
+    idx
 }
 
 /// Metrics for `logits[i]` (one row of class scores per sample) against `targets[i]`.
@@ -131,6 +138,16 @@ mod tests {
     #[test]
     fn ties_go_to_the_lower_index() {
         assert_eq!(ranking(&[0.5, 0.9, 0.9, 0.1]), vec![1, 2, 0, 3]);
+    }
+
+    #[test]
+    fn top_k_selects_like_a_full_stable_sort() {
+        let scores = [0.3, 0.9, 0.1, 0.9, 0.5, -0.2, 0.5, 0.0, -0.0];
+        for k in 0..=scores.len() + 1 {
+            let mut full = ranking(&scores);
+            full.truncate(k);
+            assert_eq!(top_k(&scores, k), full, "k = {k}");
+        }
     }
 
     #[test]

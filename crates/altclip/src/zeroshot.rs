@@ -201,9 +201,8 @@ impl ZeroShotClassifier {
     /// The `k` most probable labels, best first.
     pub fn top_k(&self, image_embedding: &[f32], k: usize) -> Vec<Scored> {
         let probs = self.probabilities(image_embedding);
-        crate::metrics::ranking(&probs)
+        crate::metrics::top_k(&probs, k)
             .into_iter()
-            .take(k)
             .map(|i| Scored {
                 label: self.labels[i].clone(),
                 index: i,
