@@ -209,6 +209,18 @@ pub fn print_json_line(out: &mut impl Write, value: &impl serde::Serialize) -> R
 
 /// A progress bar on stderr for jobs of more than one batch, hidden when
 /// stderr is not a terminal.
+/// Moves a bar made with `progress(0, ..)` once the total is known; the bar
+/// appears only for more than one item.
+pub fn track(bar: &indicatif::ProgressBar, done: usize, total: usize) {
+    if bar.length() != Some(total as u64) {
+        bar.set_length(total as u64);
+        if total > 1 {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        }
+    }
+    bar.set_position(done as u64);
+}
+
 pub fn progress(total: usize, what: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(total as u64);
     bar.set_style(

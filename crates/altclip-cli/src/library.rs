@@ -7,13 +7,17 @@ use std::process::ExitCode;
 
 use altclip::cache::model_key;
 use altclip_index::indexer::{self, Options};
-use altclip_index::{dedup, query, Index, ModelInfo, SqliteVectors, VectorDtype, VectorStore};
+use altclip_index::{
+    dedup, query, AnnPolicy, Index, ModelInfo, SqliteVectors, VectorDtype, VectorStore,
+};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::common::{print_json_line, progress, ImageArgs, ModelSettings};
+use crate::common::{print_json_line, progress, track, ImageArgs, ModelSettings};
 
 const DB_NAME: &str = ".altclip/index.db";
+/// Index setting: vector count from which an HNSW graph is kept.
+const ANN_THRESHOLD: &str = "ann_threshold";
 
 /// The index, model and vector store a library command works on.
 #[derive(clap::Args, Debug)]
@@ -36,12 +40,14 @@ pub struct Target {
 }
 
 /// Where the vectors of an index live: `--store`, else what the index
-/// recorded, else the index database itself.
+/// recorded, else the index database itself (searched through its HNSW
+/// graph when it has a fresh one, unless `exact`).
 fn open_store(
     explicit: &Option<String>,
     index: &Index,
     dtype: VectorDtype,
     dim: usize,
+    exact: bool,
 ) -> Result<Box<dyn VectorStore>> {
     let recorded = index.setting("store")?;
     if let (Some(asked), Some(recorded)) = (explicit, &recorded) {
@@ -53,7 +59,22 @@ fn open_store(
     }
     let spec = explicit.clone().or(recorded.clone());
     let store: Box<dyn VectorStore> = match spec.as_deref() {
-        None | Some("sqlite") => Box::new(SqliteVectors::open(index.path(), dtype)?),
+        None | Some("sqlite") => {
+            let mut policy = AnnPolicy::default();
+            if let Some(t) = index.setting(ANN_THRESHOLD)? {
+                policy.threshold = t.parse().with_context(|| {
+                    format!(
+                        "{}: bad setting {ANN_THRESHOLD}={t:?}",
+                        index.path().display()
+                    )
+                })?;
+            }
+            Box::new(
+                SqliteVectors::open(index.path(), dtype)?
+                    .with_ann_policy(policy)
+                    .exact_only(exact),
+            )
+        }
         Some(uri) if uri.starts_with("milvus://") => Box::new(
             altclip_milvus::MilvusStore::connect(uri, dim)
                 .with_context(|| format!("connecting to --store {uri}"))?,
@@ -130,6 +151,11 @@ pub struct IndexArgs {
     /// Storage of vectors: f16 (half the size) or f32.
     #[arg(long, default_value = "f16", value_parser = ["f16", "f32"])]
     vector_dtype: String,
+    /// Keep an HNSW graph (in DB.hnsw/) for approximate search once the index
+    /// holds this many images; below it, search scans every vector exactly.
+    /// Remembered by the database. [default: 100000]
+    #[arg(long)]
+    ann_threshold: Option<usize>,
     /// List the files that could not be indexed, with reasons, and exit.
     #[arg(long)]
     errors: bool,
@@ -202,7 +228,10 @@ pub fn index(args: IndexArgs) -> Result<ExitCode> {
     } else {
         VectorDtype::F16
     };
-    let mut store = open_store(&args.target.store, &db, dtype, info.dim)?;
+    if let Some(t) = args.ann_threshold {
+        db.set_setting(ANN_THRESHOLD, &t.to_string())?;
+    }
+    let mut store = open_store(&args.target.store, &db, dtype, info.dim, false)?;
     let opts = Options {
         roots: args.paths.clone(),
         exclude_dirs: args.exclude_dir.clone(),
@@ -219,16 +248,11 @@ pub fn index(args: IndexArgs) -> Result<ExitCode> {
         &mut db,
         store.as_mut(),
         &opts,
-        &mut |done, total| {
-            if bar.length() != Some(total as u64) {
-                bar.set_length(total as u64);
-                if total > 1 {
-                    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-                }
-            }
-            bar.set_position(done as u64);
-        },
+        &mut |done, total| track(&bar, done, total),
     )?;
+    bar.finish_and_clear();
+    let bar = progress(0, "search graph");
+    store.finish(&mut |done, total| track(&bar, done, total))?;
     bar.finish_and_clear();
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -287,6 +311,10 @@ pub struct SearchArgs {
     /// Print JSON Lines `{"path":...,"score":...}`.
     #[arg(long)]
     json: bool,
+    /// Scan every vector even when the index has an HNSW search graph
+    /// (slower on large libraries, never misses).
+    #[arg(long)]
+    exact: bool,
 }
 
 #[derive(Serialize)]
@@ -324,7 +352,13 @@ pub fn search(args: SearchArgs) -> Result<ExitCode> {
     let parts = query::parse(&args.query)?;
     let (index, clip) = open_for_query(&args.target.db, &args.target.model, &args.target.settings)?;
     let q = query::embed(&clip, &parts, args.target.images.max_pixels)?;
-    let store = open_store(&args.target.store, &index, VectorDtype::F16, q.len())?;
+    let store = open_store(
+        &args.target.store,
+        &index,
+        VectorDtype::F16,
+        q.len(),
+        args.exact,
+    )?;
     let paths = index.paths_by_hash()?;
     let mut out = std::io::stdout().lock();
     let mut shown = 0;
@@ -370,7 +404,7 @@ pub fn dedup(args: DedupArgs) -> Result<ExitCode> {
     let db_path = find_db(&args.db)?;
     let index = Index::open(&db_path)?;
     let dim = index.model()?.map_or(0, |m| m.dim);
-    let store = open_store(&args.store, &index, VectorDtype::F16, dim)?;
+    let store = open_store(&args.store, &index, VectorDtype::F16, dim, true)?;
     let groups = dedup::groups(&store.all()?, &index.paths_by_hash()?, args.threshold);
     let mut out = std::io::stdout().lock();
     for group in &groups {

@@ -199,6 +199,17 @@ fn search_equals_a_brute_force_ranking_of_embed_output() {
     let hits = search(&dir, &[names[3].as_str()]);
     assert_eq!(hits[0].0, names[3]);
     assert!((hits[0].1 - 1.0).abs() < 1e-5);
+
+    // Past the ANN threshold, a re-run builds the HNSW graph without
+    // re-embedding anything, and searches through it rank the same.
+    let exact = search(&dir, &["一只在草地上的猫"]);
+    let report = index(&dir, &["--ann-threshold", "4"]);
+    assert_eq!(report["embedded"], 0);
+    let manifest = dir.join("index.db.hnsw/manifest.json");
+    let manifest: Value = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+    assert!(manifest["recall"].as_f64().unwrap() >= 0.98, "{manifest}");
+    assert_eq!(search(&dir, &["一只在草地上的猫"]), exact);
+    assert_eq!(search(&dir, &["一只在草地上的猫", "--exact"]), exact);
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -23,6 +23,13 @@ pub enum Error {
         requested: String,
     },
 
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("{0}")]
     Invalid(String),
 

@@ -4,8 +4,10 @@
 //! [`Index`] holds the manifest (which file has which content), [`store`]
 //! the vectors behind the [`VectorStore`] trait, [`indexer`] keeps them in
 //! step with the disk, and [`query`] turns `"2:一只猫" + beach.jpg - "雪"` into
-//! one query vector.
+//! one query vector. Past a size threshold, [`ann`] keeps an HNSW graph
+//! beside the database for approximate search.
 
+pub mod ann;
 pub mod db;
 pub mod dedup;
 pub mod error;
@@ -14,6 +16,7 @@ pub mod query;
 pub mod store;
 pub mod walk;
 
+pub use ann::AnnParams;
 pub use db::{Index, ModelInfo};
 pub use error::{Error, Result};
-pub use store::{SqliteVectors, VectorDtype, VectorStore};
+pub use store::{AnnPolicy, SqliteVectors, VectorDtype, VectorStore};

@@ -1,12 +1,14 @@
 //! Vector storage behind a small trait, so that backends are interchangeable.
 //! The default keeps vectors in the index's SQLite file and searches them
-//! exactly with a dot product over one contiguous matrix.
+//! exactly with a dot product over one contiguous matrix, or, past a size
+//! threshold, through an HNSW graph kept beside the database ([`crate::ann`]).
 
 use std::cell::RefCell;
 use std::path::Path;
 
 use rusqlite::{params, OptionalExtension};
 
+use crate::ann::{self, Ann, AnnParams};
 use crate::db::Index;
 use crate::error::{Error, Result};
 
@@ -22,6 +24,30 @@ pub trait VectorStore {
     fn search(&self, query: &[f32], k: usize) -> Result<Vec<(String, f32)>>;
     /// Every key with its vector, for whole-collection work such as dedup.
     fn all(&self) -> Result<Vec<(String, Vec<f32>)>>;
+    /// Brings derived structures, such as a search graph, up to date after
+    /// a run of writes; `on_progress(done, total)` reports long work.
+    fn finish(&mut self, _on_progress: &mut dyn FnMut(usize, usize)) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// When [`SqliteVectors`] keeps an HNSW graph for approximate search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnnPolicy {
+    /// Stores with at least this many vectors get a graph; smaller ones are
+    /// scanned exactly, which is fast enough and never misses.
+    pub threshold: usize,
+    /// How the graph is built and searched.
+    pub params: AnnParams,
+}
+
+impl Default for AnnPolicy {
+    fn default() -> Self {
+        Self {
+            threshold: 100_000,
+            params: AnnParams::default(),
+        }
+    }
 }
 
 /// How vectors are written to disk.
@@ -87,6 +113,13 @@ pub struct SqliteVectors {
     dtype: VectorDtype,
     /// Loaded on the first search and dropped on every write.
     matrix: RefCell<Option<Matrix>>,
+    policy: AnnPolicy,
+    /// Never search the graph, even a fresh one.
+    exact_only: bool,
+    /// The graph, once opened, while it matches the database.
+    graph: RefCell<Option<Ann>>,
+    /// Search-time candidate list size instead of the calibrated one.
+    ef: Option<usize>,
 }
 
 impl SqliteVectors {
@@ -96,7 +129,104 @@ impl SqliteVectors {
             index: Index::open(path)?,
             dtype,
             matrix: RefCell::new(None),
+            policy: AnnPolicy::default(),
+            exact_only: false,
+            graph: RefCell::new(None),
+            ef: None,
         })
+    }
+
+    /// Sets when [`VectorStore::finish`] keeps a graph.
+    pub fn with_ann_policy(mut self, policy: AnnPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Overrides the graph's calibrated search-time candidate list size
+    /// (larger: slower, better recall).
+    pub fn set_expansion_search(&mut self, ef: usize) {
+        self.ef = Some(ef);
+        if let Some(g) = self.graph.borrow().as_ref() {
+            g.set_expansion_search(ef);
+        }
+    }
+
+    /// Searches by exact scan even when a graph exists.
+    pub fn exact_only(mut self, exact: bool) -> Self {
+        self.exact_only = exact;
+        self
+    }
+
+    /// Whether searches are answered by the graph (it exists and is fresh).
+    pub fn uses_graph(&self) -> Result<bool> {
+        Ok(!self.exact_only && self.fresh_graph(self.generation()?)?)
+    }
+
+    /// Opens the graph if it matches write counter `generation`.
+    fn fresh_graph(&self, generation: u64) -> Result<bool> {
+        let cached = self
+            .graph
+            .borrow()
+            .as_ref()
+            .is_some_and(|g| g.generation() == generation);
+        if !cached {
+            self.graph
+                .replace(Ann::open(self.index.path(), generation, self.ef)?);
+        }
+        Ok(self.graph.borrow().is_some())
+    }
+
+    fn count(&self) -> Result<usize> {
+        self.index
+            .conn
+            .query_row("SELECT COUNT(*) FROM vectors", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as usize)
+            .map_err(|e| self.index.err(e))
+    }
+
+    /// Vectors by rowid, in the order asked.
+    fn rows_by_id(&self, ids: &[i64]) -> Result<Vec<(String, Vec<f32>)>> {
+        let mut stmt = self
+            .index
+            .conn
+            .prepare_cached("SELECT hash, dtype, data FROM vectors WHERE rowid = ?1")
+            .map_err(|e| self.index.err(e))?;
+        ids.iter()
+            .map(|id| {
+                let (key, dtype, bytes): (String, String, Vec<u8>) = stmt
+                    .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .map_err(|e| self.index.err(e))?;
+                let v = VectorDtype::decode(&dtype, &bytes).ok_or_else(|| {
+                    Error::Invalid(format!("vector {key}: unknown dtype {dtype:?}"))
+                })?;
+                Ok((key, v))
+            })
+            .collect()
+    }
+
+    /// The graph's candidates, rescored exactly so scores equal the scan's.
+    fn search_graph(&self, query: &[f32], k: usize) -> Result<Vec<(String, f32)>> {
+        let ids = self
+            .graph
+            .borrow()
+            .as_ref()
+            .expect("opened by fresh_graph")
+            .search(query, k)?;
+        let mut rows = self.rows_by_id(&ids)?;
+        // Key order gives ties the scan's rule: the lower key first.
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some((key, v)) = rows.iter().find(|(_, v)| v.len() != query.len()) {
+            return Err(Error::Invalid(format!(
+                "query has {} dimensions but vector {key} has {}",
+                query.len(),
+                v.len()
+            )));
+        }
+        let scores: Vec<f32> = rows.iter().map(|(_, v)| dot(v, query)).collect();
+        Ok(altclip::metrics::top_k(&scores, k)
+            .into_iter()
+            .map(|i| (rows[i].0.clone(), scores[i]))
+            .collect())
     }
 
     /// How many writes the vector table has seen, from any connection.
@@ -209,6 +339,9 @@ impl VectorStore for SqliteVectors {
     fn search(&self, query: &[f32], k: usize) -> Result<Vec<(String, f32)>> {
         // Another connection (an indexer) may have written since the last load.
         let generation = self.generation()?;
+        if !self.exact_only && self.fresh_graph(generation)? {
+            return self.search_graph(query, k);
+        }
         if self
             .matrix
             .borrow()
@@ -248,6 +381,40 @@ impl VectorStore for SqliteVectors {
             .zip(m.data.chunks_exact(m.dim.max(1)).map(<[f32]>::to_vec))
             .collect())
     }
+
+    fn finish(&mut self, on_progress: &mut dyn FnMut(usize, usize)) -> Result<()> {
+        let path = self.index.path().to_path_buf();
+        let count = self.count()?;
+        if count == 0 || count < self.policy.threshold {
+            self.graph.replace(None);
+            return ann::remove(&path);
+        }
+        let rows: Vec<ann::Row> = {
+            let mut stmt = self
+                .index
+                .conn
+                .prepare("SELECT rowid, hash FROM vectors ORDER BY rowid")
+                .map_err(|e| self.index.err(e))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(|e| self.index.err(e))?;
+            rows
+        };
+        let dim = self.rows_by_id(&[rows[0].0])?[0].1.len();
+        let fetch = |ids: &[i64]| -> Result<Vec<Vec<f32>>> {
+            Ok(self.rows_by_id(ids)?.into_iter().map(|(_, v)| v).collect())
+        };
+        ann::sync(
+            &path,
+            &rows,
+            self.generation()?,
+            dim,
+            self.policy.params,
+            &fetch,
+            on_progress,
+        )
+    }
 }
 
 #[cfg(test)]
@@ -280,6 +447,63 @@ mod tests {
         let mut writer = SqliteVectors::open(&dir.join("index.db"), VectorDtype::F16).unwrap();
         writer.upsert(&[("d".into(), vec![0.0, 1.0, 0.0])]).unwrap();
         assert_eq!(store.search(&[0.0, 1.0, 0.0], 1).unwrap()[0].0, "d");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn graph_is_built_updated_in_place_and_dropped_below_threshold() {
+        let dir = std::env::temp_dir().join(format!("altclip-ann-{}", std::process::id()));
+        let db = dir.join("index.db");
+        let unit = |i: usize| -> Vec<f32> {
+            let v: Vec<f32> = (0..16)
+                .map(|j| ((i * 7919 + j * 104_729 + i * j * 31) % 1009) as f32 - 504.0)
+                .collect();
+            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.into_iter().map(|x| x / n).collect()
+        };
+        let policy = AnnPolicy {
+            threshold: 50,
+            ..AnnPolicy::default()
+        };
+        let mut store = SqliteVectors::open(&db, VectorDtype::F32)
+            .unwrap()
+            .with_ann_policy(policy);
+        let rows: Vec<(String, Vec<f32>)> = (0..60).map(|i| (format!("k{i}"), unit(i))).collect();
+        store.upsert(&rows).unwrap();
+        assert!(!store.uses_graph().unwrap());
+        store.finish(&mut |_, _| {}).unwrap();
+        assert!(store.uses_graph().unwrap());
+        assert!(ann::dir_for(&db).join("manifest.json").is_file());
+        let exact = SqliteVectors::open(&db, VectorDtype::F32)
+            .unwrap()
+            .exact_only(true);
+        let status = ann::status(&db).unwrap().unwrap();
+        assert!(status.recall >= ann::TARGET_RECALL, "{status:?}");
+        // With ef above the row count the graph search is exhaustive, so it
+        // must equal the scan, scores and tie order included.
+        store.set_expansion_search(64);
+        for q in [unit(3), unit(41)] {
+            assert_eq!(store.search(&q, 5).unwrap(), exact.search(&q, 5).unwrap());
+        }
+
+        // A write makes the graph stale: searches fall back to the scan
+        // until `finish` updates the graph in place.
+        let odd = vec![1.0 / 4.0; 16];
+        store.upsert(&[("new".into(), odd.clone())]).unwrap();
+        assert!(!store.uses_graph().unwrap());
+        assert_eq!(store.search(&odd, 1).unwrap()[0].0, "new");
+        store.finish(&mut |_, _| {}).unwrap();
+        assert!(store.uses_graph().unwrap());
+        assert_eq!(store.search(&odd, 1).unwrap()[0].0, "new");
+        let files = std::fs::read_dir(ann::dir_for(&db)).unwrap().count();
+        assert_eq!(files, 3, "manifest, graph and row list; old ones removed");
+
+        // Below the threshold the graph is removed.
+        let gone: Vec<String> = (0..30).map(|i| format!("k{i}")).collect();
+        store.remove(&gone).unwrap();
+        store.finish(&mut |_, _| {}).unwrap();
+        assert!(!ann::dir_for(&db).exists());
+        assert_eq!(store.search(&odd, 1).unwrap()[0].0, "new");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
