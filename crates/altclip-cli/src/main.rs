@@ -7,6 +7,7 @@ mod embed;
 mod eval;
 mod info;
 mod library;
+mod serve;
 mod similarity;
 mod tokenize;
 
@@ -48,6 +49,7 @@ enum Command {
     Index(library::IndexArgs),
     Search(library::SearchArgs),
     Dedup(library::DedupArgs),
+    Serve(altclip_server::ServeArgs),
     Tokenize(tokenize::Args),
     Info(info::Args),
 }
@@ -69,6 +71,7 @@ fn main() -> std::process::ExitCode {
         Command::Index(args) => library::index(args),
         Command::Search(args) => library::search(args),
         Command::Dedup(args) => library::dedup(args),
+        Command::Serve(args) => serve::run(args),
         Command::Tokenize(args) => tokenize::run(args),
         Command::Info(args) => info::run(args),
     };

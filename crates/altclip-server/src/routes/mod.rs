@@ -1,0 +1,177 @@
+//! The HTTP surface: one module per dialect, and the layers every request
+//! goes through (metrics, API key, admission control, body limit).
+
+pub mod classify;
+pub mod embed;
+pub mod immich;
+pub mod ops;
+pub mod search;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Shared state as handlers receive it.
+pub type Shared = Arc<AppState>;
+
+/// Every route. Inference routes count against --max-concurrent-requests;
+/// all but `/`, `/health` and `/ping` need the API key when one is set.
+pub fn router(state: Shared) -> Router {
+    let limit = state.limits.payload_limit;
+    let inference = Router::new()
+        .route("/v1/embeddings", post(embed::openai))
+        .route("/embeddings", post(embed::openai))
+        .route("/embed", post(embed::mixed))
+        .route("/classify", post(classify::classify))
+        .route("/rank", post(classify::rank))
+        .route("/search", post(search::search))
+        .route("/predict", post(immich::predict))
+        .route_layer(middleware::from_fn_with_state(state.clone(), admit));
+    let other = Router::new()
+        .route("/info", get(ops::info))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .route("/thumb/{id}", get(search::thumb));
+    let protected = inference
+        .merge(other)
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
+    Router::new()
+        .route("/", get(ops::page))
+        .route("/health", get(ops::health))
+        .route("/ping", get(immich::ping))
+        .merge(protected)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), record))
+        .with_state(state)
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::NotFound(format!(
+        "no route {} {}; see GET /openapi.json",
+        req.method(),
+        req.uri().path()
+    ))
+}
+
+/// Counts every request by route and status, with its latency.
+async fn record(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let start = Instant::now();
+    let _in_flight = state.metrics.enter();
+    let response = next.run(req).await;
+    state
+        .metrics
+        .record_request(&route, response.status().as_u16(), start.elapsed());
+    response
+}
+
+/// Checks `Authorization: Bearer KEY` (or `?api_key=KEY`, which `<img>` tags
+/// can send) when --api-key is set.
+async fn authorize(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    if let Some(key) = &state.api_key {
+        let bearer = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let query = req
+            .uri()
+            .query()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("api_key=")));
+        let ok = [bearer, query]
+            .into_iter()
+            .flatten()
+            .any(|k| constant_time_eq(k.as_bytes(), key.as_bytes()));
+        if !ok {
+            return ApiError::Unauthorized.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Admission control: a request runs only with a free permit, else 429.
+async fn admit(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    match state.permits.clone().try_acquire_owned() {
+        Ok(_permit) => next.run(req).await,
+        Err(_) => ApiError::Overloaded {
+            limit: state.limits.max_concurrent_requests,
+        }
+        .into_response(),
+    }
+}
+
+/// A JSON body whose errors are JSON and name the field at fault
+/// (`input[1]: invalid type: ...`), with the body-size limit as 413.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(body_error)?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Parses JSON, naming the path of the first error.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.is_empty() {
+        return Err(ApiError::bad("body", "empty body; send a JSON object"));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        // A missing field is named by the error, not by the path.
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next());
+        let param = match (path.as_str(), missing) {
+            (".", Some(field)) => field.to_string(),
+            (".", None) => "body".to_string(),
+            (p, Some(field)) => format!("{p}.{field}"),
+            (p, None) => p.to_string(),
+        };
+        ApiError::bad(param, message)
+    })?;
+    de.end().map_err(|e| {
+        ApiError::bad(
+            "body",
+            format!("trailing characters after the JSON value ({e})"),
+        )
+    })?;
+    Ok(value)
+}
+
+/// Maps a body-reading failure (over the limit, broken connection) to JSON.
+pub fn body_error(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::TooLarge {
+            param: "body".into(),
+            message: "request body is over this server's --payload-limit".into(),
+        }
+    } else {
+        ApiError::bad("body", rejection.body_text())
+    }
+}

@@ -1,0 +1,242 @@
+//! `POST /search` over the index of `altclip index` (text, image, or a
+//! weighted mix) and `GET /thumb/{id}` for the results' thumbnails.
+
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use altclip_index::query::{self, Term};
+
+use super::{JsonBody, Shared};
+use crate::error::ApiError;
+use crate::inputs::{kind, Item};
+use crate::state::no_index;
+
+/// Most results per search.
+pub const MAX_TOP_K: usize = 1000;
+
+/// The `/search` request. Every part given is summed into one query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    /// Text in the syntax of `altclip search`: `海边的日落`, or a weighted mix
+    /// such as `2:一只猫 + 草地 - 雪`.
+    #[serde(default)]
+    pub query: Option<String>,
+    /// An image to search by (data: URI or base64).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Weighted items: `[{"text": "一只猫", "weight": 2}, {"image": "...", "weight": -1}]`.
+    #[serde(default)]
+    pub terms: Vec<Value>,
+    /// Results to return (default 20).
+    #[serde(default)]
+    pub top_k: Option<usize>,
+}
+
+/// Splits a query string into the words `query::parse` takes: `+` and `-`
+/// standing alone are operators, the words between them one term each.
+pub fn words(query: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut term: Vec<&str> = Vec::new();
+    let flush = |term: &mut Vec<&str>, out: &mut Vec<String>| {
+        if !term.is_empty() {
+            let t = term.join(" ");
+            let t = t
+                .strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .map_or(t.clone(), str::to_string);
+            out.push(t);
+            term.clear();
+        }
+    };
+    for word in query.split_whitespace() {
+        if word == "+" || word == "-" {
+            flush(&mut term, &mut out);
+            out.push(word.to_string());
+        } else {
+            term.push(word);
+        }
+    }
+    flush(&mut term, &mut out);
+    out
+}
+
+/// The request's terms as (weight, item, the request field it came from).
+fn parts(
+    req: &SearchRequest,
+    allow_file_paths: bool,
+) -> Result<Vec<(f32, Item, String)>, ApiError> {
+    let mut parts = Vec::new();
+    if let Some(q) = req.query.as_deref().filter(|q| !q.trim().is_empty()) {
+        let parsed = query::parse(&words(q)).map_err(|e| {
+            let m = e.to_string();
+            ApiError::bad("query", m.strip_prefix("query: ").unwrap_or(&m).to_string())
+        })?;
+        for p in parsed {
+            let item = match p.term {
+                Term::Text(t) => Item::Text(t),
+                Term::Image(path) if allow_file_paths => {
+                    Item::Image(format!("file://{}", path.display()))
+                }
+                // Without --allow-file-paths a term is text even when a
+                // file of that name exists on the server.
+                Term::Image(path) => Item::Text(path.display().to_string()),
+            };
+            parts.push((p.weight, item, "query".to_string()));
+        }
+    }
+    if let Some(image) = &req.image {
+        parts.push((1.0, Item::Image(image.clone()), "image".to_string()));
+    }
+    for (i, t) in req.terms.iter().enumerate() {
+        let field = format!("terms[{i}]");
+        let weight = match t.get("weight") {
+            None => 1.0,
+            Some(Value::Number(n)) => n.as_f64().unwrap_or(1.0) as f32,
+            Some(other) => {
+                return Err(ApiError::bad(
+                    format!("{field}.weight"),
+                    format!("expected a number, got {}", kind(other)),
+                ))
+            }
+        };
+        let mut item = t.clone();
+        if let Some(obj) = item.as_object_mut() {
+            obj.remove("weight");
+        }
+        parts.push((weight, Item::parse(&item, &field)?, field));
+    }
+    if parts.is_empty() {
+        return Err(ApiError::bad(
+            "query",
+            "nothing to search for: give `query`, `image` or `terms`",
+        ));
+    }
+    Ok(parts)
+}
+
+/// `POST /search`.
+pub async fn search(
+    State(state): State<Shared>,
+    JsonBody(req): JsonBody<SearchRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let library = state.library.as_ref().ok_or_else(no_index)?;
+    let k = req.top_k.unwrap_or(20);
+    if k == 0 || k > MAX_TOP_K {
+        return Err(ApiError::bad("top_k", format!("give 1 to {MAX_TOP_K}")));
+    }
+    let parts = parts(&req, state.limits.allow_file_paths)?;
+    let mut weights = Vec::new();
+    let mut items = Vec::new();
+    let mut fields = Vec::new();
+    for (w, item, field) in parts {
+        weights.push(w);
+        items.push(item);
+        fields.push(field);
+    }
+    // Inputs are embedded as one list `part[i]`; errors name the request field.
+    let embedded = state.embed(items, "part").await.map_err(|e| {
+        e.map_param(|p| {
+            fields
+                .iter()
+                .enumerate()
+                .find_map(|(i, f)| {
+                    let name = format!("part[{i}]");
+                    p.strip_prefix(&name).map(|rest| format!("{f}{rest}"))
+                })
+                .unwrap_or_else(|| {
+                    if p == "part" {
+                        "terms".into()
+                    } else {
+                        p.to_string()
+                    }
+                })
+        })
+    })?;
+    let mut sum = vec![0f32; state.clip.embedding_dim()];
+    for (w, v) in weights.iter().zip(&embedded.vectors) {
+        for (s, x) in sum.iter_mut().zip(v) {
+            *s += w * x;
+        }
+    }
+    let norm = sum.iter().map(|v| v * v).sum::<f32>().sqrt();
+    if norm == 0.0 || !norm.is_finite() {
+        return Err(ApiError::bad("query", "the terms cancel out"));
+    }
+    sum.iter_mut().for_each(|v| *v /= norm);
+    let hits = library.search(sum, k).await?;
+    let results: Vec<Value> = hits
+        .into_iter()
+        .map(|h| {
+            json!({
+                "id": h.id,
+                "score": h.score,
+                "path": h.path,
+                "paths": h.paths,
+                "thumbnail": format!("/thumb/{}", h.id),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"model": state.model_name, "results": results})))
+}
+
+/// `GET /thumb/{id}`: a JPEG of at most 256 px per side.
+pub async fn thumb(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(ApiError::bad("id", "not a content id from /search"));
+    }
+    let jpeg = state.thumbnail(id).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/jpeg"),
+            (header::CACHE_CONTROL, "private, max-age=3600"),
+        ],
+        jpeg.as_ref().clone(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_split_into_terms_and_operators() {
+        assert_eq!(words("海边的日落"), vec!["海边的日落"]);
+        assert_eq!(
+            words("2:一只猫 + a green lawn - \"雪\""),
+            vec!["2:一只猫", "+", "a green lawn", "-", "雪"]
+        );
+        assert_eq!(words("  "), Vec::<String>::new());
+    }
+
+    #[test]
+    fn parts_mix_query_image_and_weighted_terms() {
+        let req: SearchRequest = serde_json::from_value(json!({
+            "query": "2:猫 - 雪", "image": "AAAA", "terms": [{"text": "dog", "weight": 0.5}]
+        }))
+        .unwrap();
+        let p = parts(&req, false).unwrap();
+        assert_eq!(p.len(), 4);
+        assert_eq!(p[0], (2.0, Item::Text("猫".into()), "query".into()));
+        assert_eq!(p[1], (-1.0, Item::Text("雪".into()), "query".into()));
+        assert_eq!(p[2], (1.0, Item::Image("AAAA".into()), "image".into()));
+        assert_eq!(p[3], (0.5, Item::Text("dog".into()), "terms[0]".into()));
+        let bad: SearchRequest =
+            serde_json::from_value(json!({"terms": [{"text": "x", "weight": "heavy"}]})).unwrap();
+        let err = parts(&bad, false).unwrap_err();
+        assert!(err.to_string().starts_with("terms[0].weight: "), "{err}");
+        // A term naming a server file stays text without --allow-file-paths.
+        let file: SearchRequest = serde_json::from_value(json!({"query": "Cargo.toml"})).unwrap();
+        assert_eq!(
+            parts(&file, false).unwrap()[0].1,
+            Item::Text("Cargo.toml".into())
+        );
+    }
+}
