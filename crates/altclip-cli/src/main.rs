@@ -4,6 +4,7 @@
 mod classify;
 mod common;
 mod embed;
+mod embed_dataset;
 mod eval;
 mod info;
 mod library;
@@ -46,6 +47,7 @@ enum Command {
     /// Benchmarks with CLIP_benchmark's metrics: zero-shot classification and retrieval.
     #[command(subcommand)]
     Eval(eval::Command),
+    EmbedDataset(embed_dataset::Args),
     Index(library::IndexArgs),
     Search(library::SearchArgs),
     Dedup(library::DedupArgs),
@@ -68,6 +70,7 @@ fn main() -> std::process::ExitCode {
         Command::Similarity(args) => similarity::run(args),
         Command::Classify(args) => classify::run(args),
         Command::Eval(command) => eval::run(command),
+        Command::EmbedDataset(args) => embed_dataset::run(args),
         Command::Index(args) => library::index(args),
         Command::Search(args) => library::search(args),
         Command::Dedup(args) => library::dedup(args),

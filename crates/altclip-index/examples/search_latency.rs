@@ -1,12 +1,14 @@
 //! Search latency and ANN recall over N random 768-d vectors in the SQLite store.
 //!
-//!     cargo run --release -p altclip-index --example search_latency -- [N] [QUERIES] [EF...]
+//!     cargo run --release -p altclip-index --example search_latency -- [N] [QUERIES] [EF...] [--clusters=K]
 //!
 //! Prints the p50 / p99 latency of one top-10 query by exact scan, then
 //! builds the HNSW graph and prints, for each search-time candidate list
 //! size EF (default: the store's), recall@10 against the exact results and
 //! the latency. The text encoder is not included. Uniformly random vectors
-//! are the hardest case for a graph index: real embeddings cluster.
+//! are the hardest case for a graph index; real embeddings cluster, which
+//! `--clusters=K` imitates: vectors and queries are K random centres plus
+//! noise of the same norm.
 
 use std::time::Instant;
 
@@ -24,10 +26,23 @@ impl Rng {
     }
 
     fn unit_vector(&mut self, dim: usize) -> Vec<f32> {
-        let v: Vec<f32> = (0..dim).map(|_| self.next_f32()).collect();
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.into_iter().map(|x| x / norm).collect()
+        normalized((0..dim).map(|_| self.next_f32()).collect())
     }
+
+    /// A uniformly random unit vector, or one near a random centre.
+    fn sample(&mut self, centres: &[Vec<f32>], dim: usize) -> Vec<f32> {
+        let noise = self.unit_vector(dim);
+        if centres.is_empty() {
+            return noise;
+        }
+        let c = &centres[(self.0 % centres.len() as u64) as usize];
+        normalized(c.iter().zip(&noise).map(|(a, b)| a + b).collect())
+    }
+}
+
+fn normalized(v: Vec<f32>) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.into_iter().map(|x| x / norm).collect()
 }
 
 /// p50 and p99 of `times`, in milliseconds.
@@ -51,6 +66,12 @@ fn run(store: &SqliteVectors, queries: &[Vec<f32>]) -> (Vec<Vec<String>>, Vec<f6
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let clusters: usize = std::env::args()
+        .find_map(|a| {
+            a.strip_prefix("--clusters=")
+                .map(|k| k.parse().expect("--clusters=K"))
+        })
+        .unwrap_or(0);
     let args: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
@@ -73,10 +94,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db = dir.join("index.db");
     let mut store = SqliteVectors::open(&db, VectorDtype::F16)?.with_ann_policy(policy);
     let mut rng = Rng(0x9E3779B97F4A7C15);
+    let centres: Vec<Vec<f32>> = (0..clusters).map(|_| rng.unit_vector(dim)).collect();
     let start = Instant::now();
     for chunk in 0..n.div_ceil(10_000) {
         let batch: Vec<(String, Vec<f32>)> = (chunk * 10_000..((chunk + 1) * 10_000).min(n))
-            .map(|i| (format!("{i:016x}"), rng.unit_vector(dim)))
+            .map(|i| (format!("{i:016x}"), rng.sample(&centres, dim)))
             .collect();
         store.upsert(&batch)?;
     }
@@ -84,7 +106,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "wrote {n} vectors in {:.1} s",
         start.elapsed().as_secs_f64()
     );
-    let queries: Vec<Vec<f32>> = (0..nq).map(|_| rng.unit_vector(dim)).collect();
+    let queries: Vec<Vec<f32>> = (0..nq).map(|_| rng.sample(&centres, dim)).collect();
 
     let exact = SqliteVectors::open(&db, VectorDtype::F16)?.exact_only(true);
     let start = Instant::now();

@@ -5,7 +5,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 
 use altclip::cache::content_hash;
 use altclip::preprocess::decode_rgb;
@@ -14,6 +13,7 @@ use image::RgbImage;
 
 use crate::db::{ErrorRow, FileRow, Index, ModelInfo};
 use crate::error::Result;
+use crate::pipeline::pipelined;
 use crate::store::VectorStore;
 use crate::walk::find_images;
 
@@ -199,27 +199,11 @@ pub fn run(
     let (max_pixels, max_bytes) = (opts.max_pixels, opts.max_file_bytes);
     let mut done = 0;
     let mut stored_this_run: HashSet<String> = HashSet::new();
-    std::thread::scope(|scope| -> Result<()> {
-        // Worker stage: read, hash and decode the next batch while the model runs.
-        let (tx, rx) = mpsc::sync_channel::<Vec<Loaded>>(1);
-        let mut batches: Vec<Vec<Stat>> = Vec::new();
-        let mut rest = todo.into_iter().peekable();
-        while rest.peek().is_some() {
-            batches.push(rest.by_ref().take(batch).collect());
-        }
-        scope.spawn(move || {
-            use rayon::prelude::*;
-            for stats in batches {
-                let loaded: Vec<Loaded> = stats
-                    .into_par_iter()
-                    .map(|s| load(s, max_pixels, max_bytes))
-                    .collect();
-                if tx.send(loaded).is_err() {
-                    return;
-                }
-            }
-        });
-        for loaded in rx {
+    pipelined(
+        todo,
+        batch,
+        |s| load(s, max_pixels, max_bytes),
+        |loaded: Vec<Loaded>| -> Result<()> {
             let n = loaded.len();
             let mut rows = Vec::new();
             let mut errors = Vec::new();
@@ -287,9 +271,9 @@ pub fn run(
             index.commit(&rows, &errors)?;
             done += n;
             on_progress(done, total);
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
 
     if opts.prune {
         let orphans = index.remove(&gone)?;
