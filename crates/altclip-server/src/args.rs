@@ -152,7 +152,7 @@ pub struct BatchConfig {
     /// Most padded tokens per text batch.
     pub max_batch_tokens: usize,
     /// How long the oldest input waits for company.
-    #[serde(serialize_with = "millis")]
+    #[serde(rename = "max_wait_ms", serialize_with = "millis")]
     pub max_wait: Duration,
 }
 

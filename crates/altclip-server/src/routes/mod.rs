@@ -114,10 +114,28 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 async fn admit(State(state): State<Shared>, req: Request, next: Next) -> Response {
     match state.permits.clone().try_acquire_owned() {
         Ok(_permit) => next.run(req).await,
-        Err(_) => ApiError::Overloaded {
-            limit: state.limits.max_concurrent_requests,
+        Err(_) => {
+            // Read (and drop) the body first: answering while the client is
+            // still uploading makes it see a broken pipe instead of the 429.
+            drain(req, state.limits.payload_limit).await;
+            ApiError::Overloaded {
+                limit: state.limits.max_concurrent_requests,
+            }
+            .into_response()
         }
-        .into_response(),
+    }
+}
+
+/// Reads and discards at most `limit` bytes of a request body.
+async fn drain(req: Request, limit: usize) {
+    use http_body_util::BodyExt;
+    let mut body = req.into_body();
+    let mut read = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        read += frame.data_ref().map_or(0, |d| d.len());
+        if read > limit {
+            break;
+        }
     }
 }
 

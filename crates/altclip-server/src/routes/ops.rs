@@ -50,13 +50,22 @@ pub async fn info(State(state): State<Shared>) -> Json<Value> {
         "batching": state.batcher.config(),
         "index": index,
         "immich": {
-            "model_name_hint": format!(
-                "any immich CLIP model name of {} dimensions, e.g. ViT-L-14__openai",
-                clip.embedding_dim()
-            ),
+            "clip_model_name": immich_model_name(clip.embedding_dim()),
         },
         "version": env!("CARGO_PKG_VERSION"),
     }))
+}
+
+/// A CLIP model name immich accepts whose embeddings have `dim` dimensions:
+/// immich sizes its vector column from the name it is configured with.
+pub fn immich_model_name(dim: usize) -> Option<&'static str> {
+    match dim {
+        512 => Some("ViT-B-32__openai"),
+        640 => Some("ViT-B-16-plus-240__laion400m_e32"),
+        768 => Some("ViT-L-14__openai"),
+        1024 => Some("ViT-H-14__laion2b-s32b-b79k"),
+        _ => None,
+    }
 }
 
 /// `GET /metrics`: Prometheus text exposition.

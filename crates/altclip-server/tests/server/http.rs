@@ -303,6 +303,9 @@ async fn operational_routes() {
     assert_eq!(info["device"], "cpu");
     assert_eq!(info["limits"]["allow_urls"], false);
     assert_eq!(info["index"]["files"], PHOTOS.len());
+    assert_eq!(info["batching"]["max_wait_ms"], 5);
+    // No immich model name has the tiny model's 32 dimensions.
+    assert_eq!(info["immich"]["clip_model_name"], Value::Null);
 
     let page = client().get(s.url("/")).send().await.unwrap();
     assert_eq!(page.status(), 200);
@@ -359,6 +362,49 @@ async fn operational_routes() {
     ] {
         assert!(text.contains(needle), "{needle} not in\n{text}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_requests_in_flight_finish() {
+    // A lone input waits up to a second for company: time to stop the server meanwhile.
+    let s = TestServer::start(|a| a.max_batch_wait_ms = 1000);
+    let url = s.url("/v1/embeddings");
+    let in_flight = tokio::spawn(async move { post(&url, &json!({"input": "一只猫"})).await });
+    // Stop once the input is queued.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = client()
+            .get(s.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("altclip_queue_depth{tower=\"text\"} 1") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request never reached the queue"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let addr = s.addr;
+    // Dropping the server triggers its graceful shutdown and waits for it.
+    tokio::task::spawn_blocking(move || drop(s)).await.unwrap();
+    let (status, body) = in_flight.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        max_diff(
+            &floats(&body["data"][0]["embedding"]),
+            &engine_text("一只猫")
+        ) < TOL
+    );
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still listening after shutdown"
+    );
 }
 
 #[tokio::test]

@@ -22,12 +22,12 @@ fn metric(text: &str, name: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_clients_get_correct_vectors_or_429_and_batches_form() {
-    // Requests wait up to 50 ms for company, so the eight admitted at once
+    // Requests wait up to 100 ms for company, so the eight admitted at once
     // share forward passes and everyone beyond them is refused.
     let s = Arc::new(TestServer::start(|a| {
         a.max_concurrent_requests = MAX_CONCURRENT as u64;
         a.max_batch_size = 32;
-        a.max_batch_wait_ms = 50;
+        a.max_batch_wait_ms = 100;
         a.max_client_batch_size = 2;
     }));
     let texts = ["一只猫", "a dog", "海边的日落", "a red car on the street"];
