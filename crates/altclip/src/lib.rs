@@ -5,6 +5,7 @@
 //! Start with [`AltClip::load`]; the modules below are the pieces it is built from.
 
 pub mod cache;
+pub mod clip_text;
 pub mod config;
 pub mod datasets;
 pub mod error;

@@ -60,12 +60,46 @@ impl LayerNorm {
         })
     }
 
+    /// Normalises `x` over its last dimension. candle's fused kernel has no
+    /// backward pass, so when `x` or the parameters take part in autograd
+    /// (training) the same formula is built from primitive ops instead.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dtype = x.dtype();
         let x = x.to_dtype(DType::F32)?.contiguous()?;
-        let y = candle_nn::ops::layer_norm(&x, &self.weight, &self.bias, self.eps as f32)?;
+        let y = if needs_grad(&[&x, &self.weight, &self.bias]) {
+            layer_norm_differentiable(&x, &self.weight, &self.bias, self.eps)?
+        } else {
+            candle_nn::ops::layer_norm(&x, &self.weight, &self.bias, self.eps as f32)?
+        };
         Ok(y.to_dtype(dtype)?)
     }
+}
+
+/// True when any of `tensors` is a trainable variable or depends on one, i.e.
+/// when a result computed from them must be differentiable.
+pub fn needs_grad(tensors: &[&Tensor]) -> bool {
+    tensors.iter().any(|t| t.track_op())
+}
+
+/// PyTorch's LayerNorm, `(x − mean) / sqrt(var + eps) · w + b` with the
+/// biased variance, from ops candle's autograd differentiates.
+pub fn layer_norm_differentiable(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+    let centered = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
+    let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = centered.broadcast_div(&(var + eps)?.sqrt()?)?;
+    Ok(normed.broadcast_mul(w)?.broadcast_add(b)?)
+}
+
+/// Softmax over the last dimension: candle's fused kernel at inference, the
+/// differentiable formula (max-shifted, the shift detached as it cancels out)
+/// when `x` takes part in autograd.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if !needs_grad(&[x]) {
+        return Ok(candle_nn::ops::softmax_last_dim(x)?);
+    }
+    let shifted = x.broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?;
+    let e = shifted.exp()?;
+    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
 }
 
 /// Applies a config-named activation.
@@ -110,7 +144,9 @@ impl Attention {
         })
     }
 
-    /// `x`: `[B, L, D]`; `mask`: additive `[B, 1, 1, L]` (0 to keep, very negative to drop).
+    /// `x`: `[B, L, D]`; `mask`: additive, broadcastable to `[B, heads, L, L]`
+    /// (`[B, 1, 1, L]` for padding, `[B, 1, L, L]` for causal masks; 0 to keep,
+    /// very negative to drop).
     pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let (b, l, d) = x.dims3()?;
         let split = |t: Tensor| -> Result<Tensor> {
@@ -127,10 +163,57 @@ impl Attention {
             None => scores,
         };
         let dtype = scores.dtype();
-        let probs =
-            candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(dtype)?;
+        let probs = softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(dtype)?;
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, d))?;
         self.out.forward(&ctx)
+    }
+}
+
+/// One pre-LN transformer block of OpenAI CLIP (both towers):
+/// `x + attn(ln1(x))`, then `x + fc2(act(fc1(ln2(x))))`.
+pub struct ClipEncoderLayer {
+    norm1: LayerNorm,
+    attention: Attention,
+    norm2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    act: Activation,
+}
+
+/// Sizes of a [`ClipEncoderLayer`].
+#[derive(Debug, Clone, Copy)]
+pub struct ClipLayerDims {
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub heads: usize,
+    pub act: Activation,
+    pub eps: f64,
+}
+
+impl ClipEncoderLayer {
+    /// Loads `layer_norm1`, `self_attn.{q,k,v,out}_proj`, `layer_norm2`, `mlp.fc1`, `mlp.fc2`.
+    pub fn load(w: &Weights, d: ClipLayerDims) -> Result<Self> {
+        let keys = AttentionKeys {
+            q: "q_proj",
+            k: "k_proj",
+            v: "v_proj",
+            out: "out_proj",
+        };
+        Ok(Self {
+            norm1: LayerNorm::load(&w.pp("layer_norm1"), d.hidden, d.eps)?,
+            attention: Attention::load(&w.pp("self_attn"), &keys, d.hidden, d.heads)?,
+            norm2: LayerNorm::load(&w.pp("layer_norm2"), d.hidden, d.eps)?,
+            fc1: Linear::load(&w.pp("mlp.fc1"), d.hidden, d.intermediate)?,
+            fc2: Linear::load(&w.pp("mlp.fc2"), d.intermediate, d.hidden)?,
+            act: d.act,
+        })
+    }
+
+    /// `x`: `[B, L, hidden]`; `mask` as in [`Attention::forward`].
+    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let x = (x + self.attention.forward(&self.norm1.forward(x)?, mask)?)?;
+        let h = activate(self.act, &self.fc1.forward(&self.norm2.forward(&x)?)?)?;
+        Ok((&x + self.fc2.forward(&h)?)?)
     }
 }
 

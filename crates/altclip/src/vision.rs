@@ -3,46 +3,10 @@
 
 use candle_core::{Tensor, D};
 
-use crate::config::{Activation, VisionConfig};
+use crate::config::VisionConfig;
 use crate::error::{Error, Result};
-use crate::nn::{activate, Attention, AttentionKeys, LayerNorm, Linear};
+use crate::nn::{ClipEncoderLayer, ClipLayerDims, LayerNorm};
 use crate::weights::Weights;
-
-/// One pre-LN transformer block.
-struct Layer {
-    norm1: LayerNorm,
-    attention: Attention,
-    norm2: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
-    act: Activation,
-}
-
-impl Layer {
-    fn load(w: &Weights, cfg: &VisionConfig) -> Result<Self> {
-        let h = cfg.hidden_size;
-        let keys = AttentionKeys {
-            q: "q_proj",
-            k: "k_proj",
-            v: "v_proj",
-            out: "out_proj",
-        };
-        Ok(Self {
-            norm1: LayerNorm::load(&w.pp("layer_norm1"), h, cfg.layer_norm_eps)?,
-            attention: Attention::load(&w.pp("self_attn"), &keys, h, cfg.num_attention_heads)?,
-            norm2: LayerNorm::load(&w.pp("layer_norm2"), h, cfg.layer_norm_eps)?,
-            fc1: Linear::load(&w.pp("mlp.fc1"), h, cfg.intermediate_size)?,
-            fc2: Linear::load(&w.pp("mlp.fc2"), cfg.intermediate_size, h)?,
-            act: cfg.hidden_act,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = (x + self.attention.forward(&self.norm1.forward(x)?, None)?)?;
-        let h = activate(self.act, &self.fc1.forward(&self.norm2.forward(&x)?)?)?;
-        Ok((&x + self.fc2.forward(&h)?)?)
-    }
-}
 
 /// `AltCLIPVisionTransformer`.
 pub struct VisionTower {
@@ -51,7 +15,7 @@ pub struct VisionTower {
     class_embedding: Tensor,
     position_embedding: Tensor,
     pre_layrnorm: LayerNorm,
-    layers: Vec<Layer>,
+    layers: Vec<ClipEncoderLayer>,
     post_layernorm: LayerNorm,
     cfg: VisionConfig,
 }
@@ -63,8 +27,15 @@ impl VisionTower {
         let e = w.pp("embeddings");
         let patch = e.get(&[h, c, p, p], "patch_embedding.weight")?;
         let prefix = w.pick_prefix(&["encoder.layers", "encoder.layer"], "0.layer_norm1.weight");
+        let dims = ClipLayerDims {
+            hidden: h,
+            intermediate: cfg.intermediate_size,
+            heads: cfg.num_attention_heads,
+            act: cfg.hidden_act,
+            eps: cfg.layer_norm_eps,
+        };
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| Layer::load(&w.pp(format!("{prefix}.{i}")), cfg))
+            .map(|i| ClipEncoderLayer::load(&w.pp(format!("{prefix}.{i}")), dims))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             patch_weight: patch.reshape((h, c * p * p))?,
@@ -113,7 +84,7 @@ impl VisionTower {
     pub fn last_hidden_state(&self, pixel_values: &Tensor) -> Result<Tensor> {
         let mut x = self.pre_layrnorm.forward(&self.embed(pixel_values)?)?;
         for layer in &self.layers {
-            x = layer.forward(&x)?;
+            x = layer.forward(&x, None)?;
         }
         Ok(x)
     }

@@ -1,15 +1,18 @@
 //! Checkpoint tensors from `model.safetensors` (memory-mapped), sharded
-//! safetensors, or a zip-pickle `pytorch_model.bin`, looked up by the
-//! checkpoint's own key names with shape checks.
+//! safetensors, a zip-pickle `pytorch_model.bin`, or tensors in memory, looked
+//! up by the checkpoint's own key names with shape checks. A
+//! [`Weights::trainable`] view turns every tensor it loads into a candle
+//! `Var`, so the same module loaders build inference and training models.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use candle_core::pickle::PthTensors;
 use candle_core::safetensors::Load;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarMap;
 use safetensors::tensor::{Metadata, TensorView};
 
 use crate::error::{Error, Result};
@@ -74,6 +77,7 @@ impl MappedFile {
 enum Store {
     Safetensors(Vec<MappedFile>),
     Pickle(PthTensors),
+    Memory(HashMap<String, Tensor>),
 }
 
 struct Inner {
@@ -93,6 +97,14 @@ struct Inner {
 #[derive(Clone)]
 pub struct Weights {
     inner: Arc<Inner>,
+    prefix: String,
+    trainable: Option<Trainable>,
+}
+
+/// Where a trainable view registers the variables it creates.
+#[derive(Clone)]
+struct Trainable {
+    vars: VarMap,
     prefix: String,
 }
 
@@ -162,23 +174,76 @@ impl Weights {
                 loaded: AtomicU64::new(0),
             }),
             prefix: String::new(),
+            trainable: None,
         })
+    }
+
+    /// Tensors held in memory, e.g. freshly initialised layers; `description`
+    /// stands for the source in error messages.
+    pub fn from_tensors(
+        tensors: HashMap<String, Tensor>,
+        dtype: DType,
+        device: &Device,
+        description: &str,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store: Store::Memory(tensors),
+                paths: Vec::new(),
+                files: description.to_string(),
+                dtype,
+                device: device.clone(),
+                loaded: AtomicU64::new(0),
+            }),
+            prefix: String::new(),
+            trainable: None,
+        }
     }
 
     /// A view whose keys are prefixed with `name.`.
     pub fn pp(&self, name: impl std::fmt::Display) -> Self {
+        let name = name.to_string();
         Self {
             inner: self.inner.clone(),
-            prefix: self.key(&name.to_string()),
+            prefix: self.key(&name),
+            trainable: self.trainable.as_ref().map(|t| Trainable {
+                vars: t.vars.clone(),
+                prefix: join_key(&t.prefix, &name),
+            }),
+        }
+    }
+
+    /// The same view, except that every tensor loaded through it (or its
+    /// sub-views) becomes a trainable `Var` registered in `vars` under
+    /// `name.<key relative to this view>`. A name already in `vars` is reused,
+    /// so loading twice shares one variable.
+    pub fn trainable(&self, vars: &VarMap, name: &str) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            prefix: self.prefix.clone(),
+            trainable: Some(Trainable {
+                vars: vars.clone(),
+                prefix: name.to_string(),
+            }),
         }
     }
 
     fn key(&self, name: &str) -> String {
-        if self.prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{}.{name}", self.prefix)
-        }
+        join_key(&self.prefix, name)
+    }
+
+    /// Every tensor name in the checkpoint (all prefixes), sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = match &self.inner.store {
+            Store::Safetensors(files) => files
+                .iter()
+                .flat_map(|f| f.metadata.tensors().into_keys())
+                .collect(),
+            Store::Pickle(pth) => pth.tensor_infos().keys().cloned().collect(),
+            Store::Memory(map) => map.keys().cloned().collect(),
+        };
+        names.sort();
+        names
     }
 
     fn shape_of(&self, key: &str) -> Option<Vec<usize>> {
@@ -188,6 +253,7 @@ impl Weights {
                 .tensor_infos()
                 .get(key)
                 .map(|i| i.layout.dims().to_vec()),
+            Store::Memory(map) => map.get(key).map(|t| t.dims().to_vec()),
         }
     }
 
@@ -214,8 +280,36 @@ impl Weights {
         self.get_as(dims, name, self.inner.dtype)
     }
 
-    /// Loads `name` in `dtype`, checking that it has shape `dims`.
+    /// Loads `name` in `dtype`, checking that it has shape `dims`. Through a
+    /// [`Weights::trainable`] view the result is a registered `Var`.
     pub fn get_as(&self, dims: &[usize], name: &str, dtype: DType) -> Result<Tensor> {
+        let Some(trainable) = &self.trainable else {
+            return self.load(dims, name, dtype);
+        };
+        let var_name = join_key(&trainable.prefix, name);
+        let mut vars = trainable
+            .vars
+            .data()
+            .lock()
+            .map_err(|_| Error::Invalid("the variable map's lock is poisoned".into()))?;
+        if let Some(var) = vars.get(&var_name) {
+            if var.dims() != dims {
+                return Err(Error::ShapeMismatch {
+                    name: var_name,
+                    source_desc: "the trainable variables".into(),
+                    expected: dims.to_vec(),
+                    found: var.dims().to_vec(),
+                });
+            }
+            return Ok(var.as_tensor().clone());
+        }
+        let var = Var::from_tensor(&self.load(dims, name, dtype)?)?;
+        let tensor = var.as_tensor().clone();
+        vars.insert(var_name, var);
+        Ok(tensor)
+    }
+
+    fn load(&self, dims: &[usize], name: &str, dtype: DType) -> Result<Tensor> {
         let key = self.key(name);
         let Some(found) = self.shape_of(&key) else {
             return Err(Error::MissingTensor {
@@ -238,6 +332,7 @@ impl Weights {
                 .find(|f| f.shape(&key).is_some())
                 .map(|f| f.load(&key, device)),
             Store::Pickle(pth) => Some(pth.get(&key).map_err(Error::from)),
+            Store::Memory(map) => map.get(&key).map(|t| Ok(Some(t.to_device(device)?))),
         };
         let tensor = tensor
             .transpose()?
@@ -260,6 +355,14 @@ impl Weights {
     /// The files the tensors come from.
     pub fn paths(&self) -> &[PathBuf] {
         &self.inner.paths
+    }
+}
+
+fn join_key(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
     }
 }
 
