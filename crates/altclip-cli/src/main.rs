@@ -1,6 +1,7 @@
 //! `altclip`: bilingual (Chinese/English) CLIP embeddings, tokenization and
 //! similarity from the command line, with outputs identical to transformers'.
 
+mod bench;
 mod classify;
 mod common;
 mod embed;
@@ -52,6 +53,7 @@ enum Command {
     Search(library::SearchArgs),
     Dedup(library::DedupArgs),
     Serve(altclip_server::ServeArgs),
+    Bench(bench::Args),
     Tokenize(tokenize::Args),
     Info(info::Args),
 }
@@ -75,6 +77,7 @@ fn main() -> std::process::ExitCode {
         Command::Search(args) => library::search(args),
         Command::Dedup(args) => library::dedup(args),
         Command::Serve(args) => serve::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Tokenize(args) => tokenize::run(args),
         Command::Info(args) => info::run(args),
     };
