@@ -16,6 +16,7 @@ pub mod nn;
 pub mod preprocess;
 pub mod text;
 pub mod tokenize;
+pub mod train;
 pub mod vision;
 pub mod weights;
 pub mod zeroshot;

@@ -175,11 +175,18 @@ pub struct TextTower {
 impl TextTower {
     /// Loads from a view positioned at the `text_model` prefix.
     pub fn load(w: &Weights, cfg: &TextConfig) -> Result<Self> {
+        Self::load_parts(&w.pp("roberta"), w, cfg)
+    }
+
+    /// Loads the encoder from `roberta` (a view at the XLM-R keys) and
+    /// `pre_LN` / `transformation` from `head`: for a student built from a
+    /// plain XLM-R checkpoint plus a freshly initialised head.
+    pub fn load_parts(roberta: &Weights, head: &Weights, cfg: &TextConfig) -> Result<Self> {
         Ok(Self {
-            roberta: XlmRoberta::load(&w.pp("roberta"), cfg)?,
-            pre_ln: LayerNorm::load(&w.pp("pre_LN"), cfg.hidden_size, cfg.layer_norm_eps)?,
+            roberta: XlmRoberta::load(roberta, cfg)?,
+            pre_ln: LayerNorm::load(&head.pp("pre_LN"), cfg.hidden_size, cfg.layer_norm_eps)?,
             transformation: Linear::load(
-                &w.pp("transformation"),
+                &head.pp("transformation"),
                 cfg.hidden_size,
                 cfg.project_dim,
             )?,

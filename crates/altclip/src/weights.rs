@@ -257,6 +257,11 @@ impl Weights {
         }
     }
 
+    /// The shape of `name` under this prefix, if the checkpoint holds it.
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.shape_of(&self.key(name))
+    }
+
     /// True when the checkpoint holds `name` under this prefix.
     pub fn contains(&self, name: &str) -> bool {
         self.shape_of(&self.key(name)).is_some()
