@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use altclip::cache::model_key;
 use altclip_index::indexer::{self, Options};
 use altclip_index::{
-    dedup, query, AnnPolicy, Index, ModelInfo, SqliteVectors, VectorDtype, VectorStore,
+    dedup, query, AnnPolicy, GraphUse, Index, ModelInfo, SqliteVectors, VectorDtype, VectorStore,
 };
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -72,7 +72,11 @@ fn open_store(
             Box::new(
                 SqliteVectors::open(index.path(), dtype)?
                     .with_ann_policy(policy)
-                    .exact_only(exact),
+                    .graph_use(if exact {
+                        GraphUse::Never
+                    } else {
+                        GraphUse::Auto
+                    }),
             )
         }
         Some(uri) if uri.starts_with("milvus://") => Box::new(
@@ -269,6 +273,21 @@ pub fn index(args: IndexArgs) -> Result<ExitCode> {
             report.removed,
             report.missing
         );
+        if let Some((_, c)) = altclip_index::ann::status(&db_path)? {
+            println!(
+                "search graph: recall@10 {:.3} at ef {}, {:.1} ms per query vs {:.1} ms for the \
+                 exact scan: searches {}",
+                c.recall,
+                c.ef,
+                c.graph_ms,
+                c.scan_ms,
+                if c.graph_is_faster() {
+                    "use the graph"
+                } else {
+                    "scan (faster here)"
+                }
+            );
+        }
         if report.failed + report.known_errors > 0 {
             println!(
                 "see the failures with: altclip index --errors --db {}",

@@ -12,7 +12,7 @@
 
 use std::time::Instant;
 
-use altclip_index::{ann, AnnPolicy, SqliteVectors, VectorDtype, VectorStore};
+use altclip_index::{ann, AnnPolicy, GraphUse, SqliteVectors, VectorDtype, VectorStore};
 
 /// xorshift64*: reproducible pseudo-random numbers without a dependency.
 struct Rng(u64);
@@ -92,7 +92,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("altclip-latency-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let db = dir.join("index.db");
-    let mut store = SqliteVectors::open(&db, VectorDtype::F16)?.with_ann_policy(policy);
+    let mut store = SqliteVectors::open(&db, VectorDtype::F16)?
+        .with_ann_policy(policy)
+        .graph_use(GraphUse::Always);
     let mut rng = Rng(0x9E3779B97F4A7C15);
     let centres: Vec<Vec<f32>> = (0..clusters).map(|_| rng.unit_vector(dim)).collect();
     let start = Instant::now();
@@ -108,7 +110,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let queries: Vec<Vec<f32>> = (0..nq).map(|_| rng.sample(&centres, dim)).collect();
 
-    let exact = SqliteVectors::open(&db, VectorDtype::F16)?.exact_only(true);
+    let exact = SqliteVectors::open(&db, VectorDtype::F16)?.graph_use(GraphUse::Never);
     let start = Instant::now();
     exact.search(&queries[0], 10)?; // loads the matrix
     println!(
@@ -131,10 +133,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         store.uses_graph()?,
         "the graph should be fresh after finish"
     );
-    let status = ann::status(&db)?.expect("a graph");
+    let (_, status) = ann::status(&db)?.expect("a graph");
     println!(
-        "calibrated ef={} (recall@10 {:.4} on the calibration queries)",
-        status.ef, status.recall
+        "calibrated ef={} (recall@10 {:.4}, graph {:.1} ms vs scan {:.1} ms per query on the \
+         calibration queries: searches {} the graph)",
+        status.ef,
+        status.recall,
+        status.graph_ms,
+        status.scan_ms,
+        if status.graph_is_faster() {
+            "use"
+        } else {
+            "skip"
+        }
     );
     for ef in efs {
         if let Some(ef) = ef {

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use usearch::{Index as Hnsw, IndexOptions, MetricKind, ScalarKind};
@@ -54,30 +55,35 @@ struct Manifest {
     generation: u64,
     dim: usize,
     params: AnnParams,
-    /// Calibrated search-time candidate list size.
-    ef: usize,
-    /// Recall@10 against exact search on the calibration queries at `ef`.
-    recall: f64,
+    #[serde(flatten)]
+    calibration: Calibration,
 }
 
-/// What the current graph holds and how well it searches.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Status {
-    /// The database write counter the graph matches.
-    pub generation: u64,
-    /// Calibrated search-time candidate list size.
+/// How the graph searched the calibration queries when it was saved.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// Search-time candidate list size chosen.
     pub ef: usize,
-    /// Recall@10 against exact search on the calibration queries at `ef`.
+    /// Recall@10 against exact search at `ef`.
     pub recall: f64,
+    /// Mean milliseconds per top-10 query through the graph at `ef`.
+    pub graph_ms: f64,
+    /// Mean milliseconds per top-10 query by exact scan of the same vectors.
+    pub scan_ms: f64,
 }
 
-/// The state of the graph of the database at `db`, if it has one.
-pub fn status(db: &Path) -> Result<Option<Status>> {
-    Ok(read_manifest(&dir_for(db))?.map(|m| Status {
-        generation: m.generation,
-        ef: m.ef,
-        recall: m.recall,
-    }))
+impl Calibration {
+    /// Whether the graph beat the scan; if not, searches keep scanning
+    /// (unless told to use the graph), since the scan never misses.
+    pub fn graph_is_faster(&self) -> bool {
+        self.graph_ms < self.scan_ms
+    }
+}
+
+/// The calibration of the graph of the database at `db`, if it has one,
+/// with the database write counter it matches.
+pub fn status(db: &Path) -> Result<Option<(u64, Calibration)>> {
+    Ok(read_manifest(&dir_for(db))?.map(|m| (m.generation, m.calibration)))
 }
 
 /// A loaded graph, ready to search.
@@ -138,18 +144,27 @@ fn new_graph(dir: &Path, dim: usize, params: AnnParams) -> Result<Hnsw> {
 }
 
 impl Ann {
-    /// Opens the graph read-only (memory-mapped) if there is one and it
-    /// matches write counter `generation`; it searches with the calibrated
-    /// candidate list size unless `ef` overrides it.
-    pub fn open(db: &Path, generation: u64, ef: Option<usize>) -> Result<Option<Self>> {
+    /// Opens the graph read-only (memory-mapped) if there is one, it
+    /// matches write counter `generation`, and either it beat the scan at
+    /// calibration or `always`. It searches with the calibrated candidate
+    /// list size unless `ef` overrides it.
+    pub fn open(
+        db: &Path,
+        generation: u64,
+        ef: Option<usize>,
+        always: bool,
+    ) -> Result<Option<Self>> {
         let dir = dir_for(db);
-        let Some(m) = read_manifest(&dir)?.filter(|m| m.generation == generation) else {
+        let Some(m) = read_manifest(&dir)?
+            .filter(|m| m.generation == generation)
+            .filter(|m| always || m.calibration.graph_is_faster())
+        else {
             return Ok(None);
         };
         let path = dir.join(&m.graph);
         let graph = Hnsw::restore_view(&path.to_string_lossy())
             .map_err(|e| ann_err(&dir, &format!("cannot map {}", m.graph), e))?;
-        graph.change_expansion_search(ef.unwrap_or(m.ef));
+        graph.change_expansion_search(ef.unwrap_or(m.calibration.ef));
         Ok(Some(Self {
             graph,
             generation: m.generation,
@@ -250,7 +265,7 @@ pub fn sync(
         on_progress((n * 4096 + chunk.len()).min(total), total);
     }
 
-    let (ef, recall) = calibrate(&graph, rows, dim)?;
+    let calibration = calibrate(&graph, rows, dim)?;
 
     // New files first, then the manifest that names them, then cleanup.
     let graph_name = format!("graph-{generation}.usearch");
@@ -269,8 +284,7 @@ pub fn sync(
         generation,
         dim,
         params,
-        ef,
-        recall,
+        calibration,
     };
     write_atomic(
         &dir.join("manifest.json"),
@@ -286,9 +300,10 @@ fn fail(e: impl std::fmt::Display) -> Error {
 
 /// The smallest ladder ef whose recall@10 against the graph's own exact
 /// search reaches [`TARGET_RECALL`] (or the largest tried), with that
-/// recall. Queries: uniformly random unit vectors, and stored vectors with
-/// noise, which stand in for queries near the data.
-fn calibrate(graph: &Hnsw, rows: &[Row], dim: usize) -> Result<(usize, f64)> {
+/// recall and the time per query of both searches. Queries: uniformly
+/// random unit vectors, and stored vectors with noise, which stand in for
+/// queries near the data.
+fn calibrate(graph: &Hnsw, rows: &[Row], dim: usize) -> Result<Calibration> {
     const QUERIES: usize = 50;
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let mut next = move || {
@@ -314,25 +329,35 @@ fn calibrate(graph: &Hnsw, rows: &[Row], dim: usize) -> Result<(usize, f64)> {
         }
         queries.push(q);
     }
+    let ms_per_query = |start: Instant| start.elapsed().as_secs_f64() * 1e3 / queries.len() as f64;
+    let start = Instant::now();
     let truth = queries
         .iter()
         .map(|q| Ok(graph.exact_search(q, 10).map_err(fail)?.keys))
         .collect::<Result<Vec<_>>>()?;
+    let scan_ms = ms_per_query(start);
     let wanted: usize = truth.iter().map(Vec::len).sum();
-    let mut last = (EF_LADDER[0], 0.0);
+    let mut last = None;
     for ef in EF_LADDER {
         graph.change_expansion_search(ef);
         let mut found = 0;
+        let start = Instant::now();
         for (q, t) in queries.iter().zip(&truth) {
             let keys = graph.search(q, 10).map_err(fail)?.keys;
             found += keys.iter().filter(|k| t.contains(k)).count();
         }
-        last = (ef, found as f64 / wanted.max(1) as f64);
-        if last.1 >= TARGET_RECALL {
+        let c = Calibration {
+            ef,
+            recall: found as f64 / wanted.max(1) as f64,
+            graph_ms: ms_per_query(start),
+            scan_ms,
+        };
+        last = Some(c);
+        if c.recall >= TARGET_RECALL {
             break;
         }
     }
-    Ok(last)
+    Ok(last.expect("the ladder is not empty"))
 }
 
 /// Removes the graph folder of the database at `db`, if any.

@@ -31,6 +31,18 @@ pub trait VectorStore {
     }
 }
 
+/// When searches of [`SqliteVectors`] go through its HNSW graph. A graph
+/// older than the database is never used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphUse {
+    /// When the graph beat the exact scan at its calibration.
+    Auto,
+    /// Always scan exactly.
+    Never,
+    /// Whenever a fresh graph exists (for measuring it).
+    Always,
+}
+
 /// When [`SqliteVectors`] keeps an HNSW graph for approximate search.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AnnPolicy {
@@ -114,8 +126,8 @@ pub struct SqliteVectors {
     /// Loaded on the first search and dropped on every write.
     matrix: RefCell<Option<Matrix>>,
     policy: AnnPolicy,
-    /// Never search the graph, even a fresh one.
-    exact_only: bool,
+    /// When searches go through the graph.
+    graph_use: GraphUse,
     /// The graph, once opened, while it matches the database.
     graph: RefCell<Option<Ann>>,
     /// Search-time candidate list size instead of the calibrated one.
@@ -130,7 +142,7 @@ impl SqliteVectors {
             dtype,
             matrix: RefCell::new(None),
             policy: AnnPolicy::default(),
-            exact_only: false,
+            graph_use: GraphUse::Auto,
             graph: RefCell::new(None),
             ef: None,
         })
@@ -151,15 +163,15 @@ impl SqliteVectors {
         }
     }
 
-    /// Searches by exact scan even when a graph exists.
-    pub fn exact_only(mut self, exact: bool) -> Self {
-        self.exact_only = exact;
+    /// Sets when searches go through the graph.
+    pub fn graph_use(mut self, graph_use: GraphUse) -> Self {
+        self.graph_use = graph_use;
         self
     }
 
-    /// Whether searches are answered by the graph (it exists and is fresh).
+    /// Whether searches are answered by the graph.
     pub fn uses_graph(&self) -> Result<bool> {
-        Ok(!self.exact_only && self.fresh_graph(self.generation()?)?)
+        Ok(self.graph_use != GraphUse::Never && self.fresh_graph(self.generation()?)?)
     }
 
     /// Opens the graph if it matches write counter `generation`.
@@ -170,8 +182,12 @@ impl SqliteVectors {
             .as_ref()
             .is_some_and(|g| g.generation() == generation);
         if !cached {
-            self.graph
-                .replace(Ann::open(self.index.path(), generation, self.ef)?);
+            self.graph.replace(Ann::open(
+                self.index.path(),
+                generation,
+                self.ef,
+                self.graph_use == GraphUse::Always,
+            )?);
         }
         Ok(self.graph.borrow().is_some())
     }
@@ -339,7 +355,7 @@ impl VectorStore for SqliteVectors {
     fn search(&self, query: &[f32], k: usize) -> Result<Vec<(String, f32)>> {
         // Another connection (an indexer) may have written since the last load.
         let generation = self.generation()?;
-        if !self.exact_only && self.fresh_graph(generation)? {
+        if self.graph_use != GraphUse::Never && self.fresh_graph(generation)? {
             return self.search_graph(query, k);
         }
         if self
@@ -467,7 +483,8 @@ mod tests {
         };
         let mut store = SqliteVectors::open(&db, VectorDtype::F32)
             .unwrap()
-            .with_ann_policy(policy);
+            .with_ann_policy(policy)
+            .graph_use(GraphUse::Always);
         let rows: Vec<(String, Vec<f32>)> = (0..60).map(|i| (format!("k{i}"), unit(i))).collect();
         store.upsert(&rows).unwrap();
         assert!(!store.uses_graph().unwrap());
@@ -476,9 +493,9 @@ mod tests {
         assert!(ann::dir_for(&db).join("manifest.json").is_file());
         let exact = SqliteVectors::open(&db, VectorDtype::F32)
             .unwrap()
-            .exact_only(true);
-        let status = ann::status(&db).unwrap().unwrap();
-        assert!(status.recall >= ann::TARGET_RECALL, "{status:?}");
+            .graph_use(GraphUse::Never);
+        let (_, calibration) = ann::status(&db).unwrap().unwrap();
+        assert!(calibration.recall >= ann::TARGET_RECALL, "{calibration:?}");
         // With ef above the row count the graph search is exhaustive, so it
         // must equal the scan, scores and tie order included.
         store.set_expansion_search(64);
