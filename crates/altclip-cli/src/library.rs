@@ -42,7 +42,7 @@ pub struct Target {
 /// Where the vectors of an index live: `--store`, else what the index
 /// recorded, else the index database itself (searched through its HNSW
 /// graph when it has a fresh one, unless `exact`).
-fn open_store(
+pub(crate) fn open_store(
     explicit: &Option<String>,
     index: &Index,
     dtype: VectorDtype,

@@ -56,15 +56,28 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
-/// Mean of a Prometheus histogram `name{tower="..."}` from its _sum and _count.
-fn mean_batch(metrics: &str, tower: &str) -> Option<f64> {
+/// `altclip_batch_size_{sum,count}{tower="..."}` from a scrape (0 when absent).
+fn batch_totals(metrics: &str, tower: &str) -> (f64, f64) {
     let value = |suffix: &str| {
         let key = format!("altclip_batch_size_{suffix}{{tower=\"{tower}\"}} ");
         metrics
             .lines()
             .find_map(|l| l.strip_prefix(&key)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
     };
-    Some(value("sum")? / value("count")?)
+    (value("sum"), value("count"))
+}
+
+async fn scrape(client: &reqwest::Client, base: &str) -> String {
+    client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .unwrap_or_else(|e| panic!("is the server running at {base}? {e}"))
+        .text()
+        .await
+        .unwrap()
 }
 
 #[tokio::main]
@@ -86,14 +99,14 @@ async fn main() {
         .timeout(Duration::from_secs(args.timeout))
         .build()
         .unwrap();
-    let url = format!("{}/v1/embeddings", args.url.trim_end_matches('/'));
-    let before = client
-        .get(format!("{}/metrics", args.url.trim_end_matches('/')))
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .unwrap_or_else(|e| panic!("is the server running at {}? {e}", args.url));
-    drop(before);
+    let base = args.url.trim_end_matches('/').to_string();
+    let url = format!("{base}/v1/embeddings");
+    let tower = if args.kind == "image" {
+        "image"
+    } else {
+        "text"
+    };
+    let before = batch_totals(&scrape(&client, &base).await, tower);
 
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let body = Arc::new(body);
@@ -130,19 +143,8 @@ async fn main() {
     let elapsed = start.elapsed().as_secs_f64();
     latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let ok = latencies.len();
-    let metrics = client
-        .get(format!("{}/metrics", args.url.trim_end_matches('/')))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let tower = if args.kind == "image" {
-        "image"
-    } else {
-        "text"
-    };
+    let after = batch_totals(&scrape(&client, &base).await, tower);
+    let (inputs, batches) = (after.0 - before.0, after.1 - before.1);
     let report = json!({
         "kind": args.kind,
         "requests": args.requests,
@@ -156,7 +158,8 @@ async fn main() {
         "inputs_per_s": ((ok * args.inputs) as f64 / elapsed * 10.0).round() / 10.0,
         "p50_ms": (percentile(&latencies, 0.50) * 1e4).round() / 10.0,
         "p99_ms": (percentile(&latencies, 0.99) * 1e4).round() / 10.0,
-        "server_mean_batch_size": mean_batch(&metrics, tower).map(|m| (m * 100.0).round() / 100.0),
+        "server_batches": batches,
+        "server_mean_batch_size": (batches > 0.0).then(|| (inputs / batches * 100.0).round() / 100.0),
     });
     println!("{report}");
 }
