@@ -1,0 +1,17 @@
+//! Errors of the diffusion crate; each names the file or setting at fault.
+
+use std::path::PathBuf;
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {reason}")]
+    BadConfig { path: PathBuf, reason: String },
+
+    #[error("{0}")]
+    Unsupported(String),
+
+    #[error(transparent)]
+    Tensor(#[from] candle_core::Error),
+}
