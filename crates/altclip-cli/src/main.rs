@@ -12,6 +12,7 @@ mod library;
 mod serve;
 mod similarity;
 mod tokenize;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -56,6 +57,9 @@ enum Command {
     Bench(bench::Args),
     Tokenize(tokenize::Args),
     Info(info::Args),
+    /// Train the text tower: parallel-text distillation, then contrastive learning.
+    #[command(subcommand)]
+    Train(train::Command),
 }
 
 fn main() -> std::process::ExitCode {
@@ -80,6 +84,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Tokenize(args) => tokenize::run(args),
         Command::Info(args) => info::run(args),
+        Command::Train(command) => train::run(command),
     };
     match result {
         Ok(code) => code,
