@@ -24,7 +24,8 @@ from diffusers import (
     PNDMScheduler,
 )
 
-OUT = Path(__file__).resolve().parent.parent / "tests/fixtures/diffusion/schedulers.json"
+FIXTURES = Path(__file__).resolve().parent.parent / "tests/fixtures/diffusion"
+OUT = FIXTURES / "schedulers.json"
 
 ALTDIFFUSION = {
     "_class_name": "PNDMScheduler",
@@ -91,7 +92,47 @@ def _clone(gen: torch.Generator) -> torch.Generator:
     return c
 
 
+def text_encoder(name: str, pre_transformation: bool) -> None:
+    """A tiny random RobertaSeriesModelWithTransformation (AltDiffusion's text encoder; the m18
+    variant with `has_pre_transformation`) and its outputs on two padded prompts."""
+    from diffusers.pipelines.deprecated.alt_diffusion.modeling_roberta_series import (
+        RobertaSeriesConfig,
+        RobertaSeriesModelWithTransformation,
+    )
+    from safetensors.torch import save_file
+
+    cfg = RobertaSeriesConfig(
+        vocab_size=1002, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=80, type_vocab_size=1, pad_token_id=1,
+        bos_token_id=0, eos_token_id=2, project_dim=24, layer_norm_eps=1e-5,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        has_pre_transformation=pre_transformation,
+    )
+    torch.manual_seed(11 if pre_transformation else 10)
+    model = RobertaSeriesModelWithTransformation(cfg).eval()
+    with torch.no_grad():  # random LayerNorm affine, so that a missing LN shows
+        for n, p in model.named_parameters():
+            if "LayerNorm" in n or "pre_LN" in n:
+                p.add_(torch.randn_like(p) * 0.1)
+    out = FIXTURES / name
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.to_json_file(out / "config.json")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "model.safetensors")
+    ids = torch.tensor([[0, 17, 250, 31, 999, 2, 1, 1, 1, 1, 1, 1], [0, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 2]])
+    mask = (ids != 1).long()
+    with torch.no_grad():
+        states = model(input_ids=ids, attention_mask=mask).projection_state
+    (out / "outputs.json").write_text(json.dumps({
+        "input_ids": ids.tolist(),
+        "attention_mask": mask.tolist(),
+        "projection_state": [flat(s) for s in states],
+        "shape": list(states.shape),
+    }))
+
+
 def main() -> None:
+    text_encoder("text-encoder", False)
+    text_encoder("text-encoder-m18", True)
     cases = [run(kind, steps) for kind in KINDS for steps in (4, 10)]
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({

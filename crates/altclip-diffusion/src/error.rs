@@ -14,4 +14,7 @@ pub enum Error {
 
     #[error(transparent)]
     Tensor(#[from] candle_core::Error),
+
+    #[error(transparent)]
+    Engine(#[from] altclip::Error),
 }

@@ -156,12 +156,23 @@ impl XlmRoberta {
 
     /// The last hidden state `[B, L, hidden]`.
     pub fn forward(&self, inputs: &TextInputs) -> Result<Tensor> {
+        self.forward_layers(inputs, self.layers.len())
+    }
+
+    /// The hidden state after the first `n` layers (`hidden_states[n]` in
+    /// transformers; `n` = the layer count gives the last hidden state).
+    pub fn forward_layers(&self, inputs: &TextInputs, n: usize) -> Result<Tensor> {
         let mask = inputs.mask.to_dtype(self.embeddings.word.dtype())?;
         let mut x = self.embeddings.forward(inputs)?;
-        for layer in &self.layers {
+        for layer in self.layers.iter().take(n) {
             x = layer.forward(&x, &mask)?;
         }
         Ok(x)
+    }
+
+    /// The number of encoder layers.
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
     }
 }
 

@@ -1,0 +1,67 @@
+//! AltDiffusion's text encoder against diffusers' `RobertaSeriesModelWithTransformation`
+//! (tiny random fixtures from scripts/make_diffusion_fixtures.py).
+
+use std::path::Path;
+
+use altclip::text::TextInputs;
+use altclip::{DType, Device};
+use altclip_diffusion::TextEncoder;
+use serde_json::Value;
+
+fn check(name: &str) -> f32 {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/diffusion")
+        .join(name);
+    let want: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("outputs.json")).unwrap()).unwrap();
+    let enc = TextEncoder::load(&dir, DType::F32, &Device::Cpu).unwrap();
+    let ids: Vec<Vec<u32>> = want["input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect()
+        })
+        .collect();
+    // Padded to the longest, with pad id 1 and the mask the pipeline passes.
+    let inputs = TextInputs::new(&ids, 1, &Device::Cpu).unwrap();
+    let got = enc.forward(&inputs).unwrap();
+    let shape: Vec<usize> = want["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as usize)
+        .collect();
+    assert_eq!(got.dims(), &shape[..], "{name}");
+    let got: Vec<Vec<Vec<f32>>> = got.to_vec3().unwrap();
+    let mut worst = 0f32;
+    for (b, row) in want["projection_state"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let flat: Vec<f32> = got[b].iter().flatten().copied().collect();
+        for (g, w) in flat.iter().zip(row.as_array().unwrap()) {
+            worst = worst.max((g - w.as_f64().unwrap() as f32).abs());
+        }
+    }
+    assert!(worst < 1e-5, "{name}: max |Δ| {worst}");
+    worst
+}
+
+#[test]
+fn altdiffusion_text_encoder_matches_diffusers() {
+    let d = check("text-encoder");
+    eprintln!("text-encoder max |Δ| {d:e}");
+}
+
+#[test]
+fn m18_text_encoder_uses_the_penultimate_layer_and_pre_ln() {
+    let d = check("text-encoder-m18");
+    eprintln!("text-encoder-m18 max |Δ| {d:e}");
+}
