@@ -3,8 +3,8 @@
 
 use axum::extract::State;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::{JsonBody, Shared};
 use crate::error::ApiError;
@@ -71,21 +71,55 @@ fn parse_input(input: &Value, modality: Modality, field: &str) -> Result<Vec<Ite
     }
 }
 
-fn encode(v: Vec<f32>, format: EncodingFormat) -> Value {
+/// A vector as the response carries it. Floats are written as f32 (the
+/// shortest text that reads back to the same f32), not widened to f64.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Encoded {
+    Float(Vec<f32>),
+    Base64(String),
+}
+
+fn encode(v: Vec<f32>, format: EncodingFormat) -> Encoded {
     match format {
-        EncodingFormat::Float => json!(v),
+        EncodingFormat::Float => Encoded::Float(v),
         EncodingFormat::Base64 => {
             let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-            json!(encode_base64(&bytes))
+            Encoded::Base64(encode_base64(&bytes))
         }
     }
+}
+
+/// Token and image counts of a request.
+#[derive(Debug, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub total_tokens: usize,
+    pub images: usize,
+}
+
+/// One row of the OpenAI response.
+#[derive(Debug, Serialize)]
+pub struct EmbeddingData {
+    pub object: &'static str,
+    pub embedding: Encoded,
+    pub index: usize,
+}
+
+/// The OpenAI embeddings response.
+#[derive(Debug, Serialize)]
+pub struct EmbeddingsResponse {
+    pub object: &'static str,
+    pub data: Vec<EmbeddingData>,
+    pub model: String,
+    pub usage: Usage,
 }
 
 /// `POST /v1/embeddings` and `POST /embeddings`.
 pub async fn openai(
     State(state): State<Shared>,
     JsonBody(req): JsonBody<EmbeddingsRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EmbeddingsResponse>, ApiError> {
     let dim = state.clip.embedding_dim();
     if let Some(d) = req.dimensions {
         if d != dim {
@@ -97,18 +131,26 @@ pub async fn openai(
     }
     let items = parse_input(&req.input, req.modality, "input")?;
     let out = state.embed(items, "input").await?;
-    let data: Vec<Value> = out
+    let data = out
         .vectors
         .into_iter()
         .enumerate()
-        .map(|(i, v)| json!({"object": "embedding", "embedding": encode(v, req.encoding_format), "index": i}))
+        .map(|(index, v)| EmbeddingData {
+            object: "embedding",
+            embedding: encode(v, req.encoding_format),
+            index,
+        })
         .collect();
-    Ok(Json(json!({
-        "object": "list",
-        "data": data,
-        "model": req.model.unwrap_or_else(|| state.model_name.clone()),
-        "usage": {"prompt_tokens": out.tokens, "total_tokens": out.tokens, "images": out.images},
-    })))
+    Ok(Json(EmbeddingsResponse {
+        object: "list",
+        data,
+        model: req.model.unwrap_or_else(|| state.model_name.clone()),
+        usage: Usage {
+            prompt_tokens: out.tokens,
+            total_tokens: out.tokens,
+            images: out.images,
+        },
+    }))
 }
 
 /// The `/embed` request: `{"input": [...]}` or a bare list.
@@ -123,11 +165,28 @@ pub enum MixedRequest {
     },
 }
 
+/// One row of the `/embed` response.
+#[derive(Debug, Serialize)]
+pub struct MixedData {
+    pub index: usize,
+    pub modality: &'static str,
+    pub embedding: Encoded,
+}
+
+/// The `/embed` response.
+#[derive(Debug, Serialize)]
+pub struct MixedResponse {
+    pub model: String,
+    pub dim: usize,
+    pub data: Vec<MixedData>,
+    pub usage: Usage,
+}
+
 /// `POST /embed`: `[{"text": ...}, {"image": ...}, ...]`.
 pub async fn mixed(
     State(state): State<Shared>,
     JsonBody(req): JsonBody<Value>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MixedResponse>, ApiError> {
     let req: MixedRequest = serde_json::from_value(req).map_err(|_| {
         ApiError::bad(
             "input",
@@ -146,7 +205,7 @@ pub async fn mixed(
         .enumerate()
         .map(|(i, v)| Item::parse(v, &format!("input[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
-    let kinds: Vec<&str> = items
+    let kinds: Vec<&'static str> = items
         .iter()
         .map(|i| match i {
             Item::Text(_) => "text",
@@ -154,24 +213,39 @@ pub async fn mixed(
         })
         .collect();
     let out = state.embed(items, "input").await?;
-    let data: Vec<Value> = out
+    let data = out
         .vectors
         .into_iter()
         .zip(kinds)
         .enumerate()
-        .map(|(i, (v, k))| json!({"index": i, "modality": k, "embedding": encode(v, format)}))
+        .map(|(index, (v, modality))| MixedData {
+            index,
+            modality,
+            embedding: encode(v, format),
+        })
         .collect();
-    Ok(Json(json!({
-        "model": state.model_name,
-        "dim": state.clip.embedding_dim(),
-        "data": data,
-        "usage": {"prompt_tokens": out.tokens, "total_tokens": out.tokens, "images": out.images},
-    })))
+    Ok(Json(MixedResponse {
+        model: state.model_name.clone(),
+        dim: state.clip.embedding_dim(),
+        data,
+        usage: Usage {
+            prompt_tokens: out.tokens,
+            total_tokens: out.tokens,
+            images: out.images,
+        },
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn floats_are_written_as_f32() {
+        let text = serde_json::to_string(&encode(vec![0.1], EncodingFormat::Float)).unwrap();
+        assert_eq!(text, "[0.1]");
+    }
 
     #[test]
     fn inputs_follow_modality_and_accept_objects() {
@@ -189,12 +263,11 @@ mod tests {
 
     #[test]
     fn base64_encoding_is_little_endian_f32() {
-        let v = encode(vec![1.0, -2.5], EncodingFormat::Base64);
-        let bytes = base64::Engine::decode(
-            &base64::engine::general_purpose::STANDARD,
-            v.as_str().unwrap(),
-        )
-        .unwrap();
+        let Encoded::Base64(text) = encode(vec![1.0, -2.5], EncodingFormat::Base64) else {
+            panic!("not base64");
+        };
+        let bytes =
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text).unwrap();
         assert_eq!(bytes.len(), 8);
         assert_eq!(f32::from_le_bytes(bytes[4..8].try_into().unwrap()), -2.5);
     }
