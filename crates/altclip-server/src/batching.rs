@@ -5,8 +5,7 @@
 //! synchronous): it takes the tower whose oldest input has waited longest,
 //! lets the batch fill for at most `max_wait` from that input's arrival, and
 //! runs one forward pass for up to `max_batch_size` inputs — for text, also
-//! at most `max_batch_tokens` padded tokens. Other model work (building a
-//! zero-shot classifier) runs on the same thread between batches.
+//! at most `max_batch_tokens` padded tokens.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -26,7 +25,6 @@ use crate::metrics::{Metrics, QueueDepth, Tower};
 /// One embedding, or the error of its batch.
 type Row = Result<Vec<f32>, String>;
 type Reply = oneshot::Sender<Row>;
-type Task = Box<dyn FnOnce(&AltClip) + Send>;
 
 /// One queued input.
 struct Pending<T> {
@@ -39,7 +37,6 @@ struct Pending<T> {
 struct Queues {
     text: VecDeque<Pending<Vec<u32>>>,
     image: VecDeque<Pending<Vec<f32>>>,
-    tasks: VecDeque<Task>,
     closed: bool,
 }
 
@@ -63,7 +60,6 @@ pub struct Batcher {
 }
 
 enum Job {
-    Task(Task),
     Text(Vec<Pending<Vec<u32>>>),
     Image(Vec<Pending<Vec<f32>>>),
 }
@@ -103,25 +99,6 @@ impl Batcher {
     pub async fn embed_pixels(&self, pixels: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>, ApiError> {
         let receivers = self.enqueue(pixels, |q| &mut q.image)?;
         collect(receivers).await
-    }
-
-    /// Runs `f` on the model thread between batches.
-    pub async fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&AltClip) -> T + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut q = self.shared.lock();
-            if q.closed {
-                return Err(shutting_down());
-            }
-            q.tasks.push_back(Box::new(move |clip: &AltClip| {
-                let _ = tx.send(f(clip));
-            }));
-        }
-        self.shared.wake.notify_one();
-        rx.await.map_err(|_| model_failed())
     }
 
     /// Inputs waiting per tower.
@@ -216,9 +193,6 @@ fn next_job(shared: &Shared) -> Option<Job> {
     let config = &shared.config;
     let mut q = shared.lock();
     loop {
-        if let Some(task) = q.tasks.pop_front() {
-            return Some(Job::Task(task));
-        }
         let text = q.text.front().map(|p| p.since);
         let image = q.image.front().map(|p| p.since);
         let (tower, oldest) = match (text, image) {
@@ -262,7 +236,6 @@ fn work(shared: &Shared, clip: &AltClip) {
         // A panic inside candle must not take the server down: the batch's
         // replies are dropped (their requests get a 500) and the loop goes on.
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| match job {
-            Job::Task(task) => task(clip),
             Job::Text(batch) => run_text(shared, clip, batch),
             Job::Image(batch) => run_images(shared, clip, batch),
         }));

@@ -55,6 +55,8 @@ pub enum StartError {
 /// Classifiers for label sets seen recently, keyed by labels and templates.
 type ClassifierKey = (Vec<String>, Vec<String>);
 const CLASSIFIER_CACHE: usize = 64;
+/// Most prompts (labels × templates) one classification may embed.
+pub const MAX_PROMPTS: usize = 1024;
 const THUMB_CACHE: usize = 1024;
 
 /// The state behind every route.
@@ -254,8 +256,8 @@ impl AppState {
         Ok((out, tokens, n_images))
     }
 
-    /// A zero-shot classifier for `labels` with `templates`, cached; built on
-    /// the model thread.
+    /// A zero-shot classifier for `labels` with `templates`, cached. The
+    /// prompts go through the text batcher like any other texts.
     pub async fn classifier(
         &self,
         labels: Vec<String>,
@@ -269,12 +271,28 @@ impl AppState {
         if let Some(c) = self.lock_classifiers().get(&key) {
             return Ok(c.clone());
         }
-        let batch = self.batcher.config().max_batch_size.max(8);
-        let built = self
-            .batcher
-            .run(move |clip| ZeroShotClassifier::new(clip, &labels, &templates, batch))
-            .await?
-            .map_err(|e| ApiError::bad("labels", e.to_string()))?;
+        let prompts = ZeroShotClassifier::prompts(&labels, &templates);
+        let total: usize = prompts.iter().map(Vec::len).sum();
+        if total > MAX_PROMPTS {
+            return Err(ApiError::TooLarge {
+                param: "labels".into(),
+                message: format!(
+                    "{} labels with their templates make {total} prompts, over this server's \
+                     limit of {MAX_PROMPTS}; send fewer labels or templates",
+                    labels.len()
+                ),
+            });
+        }
+        let texts: Vec<(usize, String)> = prompts.iter().flatten().cloned().enumerate().collect();
+        let mut sizes = vec![None; total];
+        let (rows, _, _) = self.embed_sources(texts, Vec::new(), &mut sizes).await?;
+        let built = ZeroShotClassifier::from_prompt_embeddings(
+            &labels,
+            &prompts,
+            rows,
+            self.clip.model.logit_scale(),
+        )
+        .map_err(|e| ApiError::bad("labels", e.to_string()))?;
         let built = Arc::new(built);
         let mut cache = self.lock_classifiers();
         if cache.len() >= CLASSIFIER_CACHE {

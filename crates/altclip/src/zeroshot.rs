@@ -126,10 +126,19 @@ impl ZeroShotClassifier {
         templates: &Templates,
         batch_size: usize,
     ) -> Result<Self> {
-        if labels.is_empty() {
-            return Err(Error::Invalid("no labels to classify against".into()));
+        let prompts = Self::prompts(labels, templates);
+        let flat: Vec<&str> = prompts.iter().flatten().map(String::as_str).collect();
+        let mut features = Vec::with_capacity(flat.len());
+        for chunk in flat.chunks(batch_size.max(1)) {
+            features.extend(normalize_rows(clip.text_features(chunk)?));
         }
-        let prompts: Vec<Vec<String>> = labels
+        Self::from_prompt_embeddings(labels, &prompts, features, clip.model.logit_scale())
+    }
+
+    /// Each label's prompts under `templates`, for callers that embed them
+    /// themselves (e.g. a server batching them with other requests).
+    pub fn prompts(labels: &[String], templates: &Templates) -> Vec<Vec<String>> {
+        labels
             .iter()
             .map(|l| {
                 templates
@@ -138,13 +147,36 @@ impl ZeroShotClassifier {
                     .map(|t| t.replace("{c}", l))
                     .collect()
             })
-            .collect();
-        let flat: Vec<&str> = prompts.iter().flatten().map(String::as_str).collect();
-        let mut features = Vec::with_capacity(flat.len());
-        for chunk in flat.chunks(batch_size.max(1)) {
-            features.extend(normalize_rows(clip.text_features(chunk)?));
+            .collect()
+    }
+
+    /// The classifier from the L2-normalised embeddings of [`Self::prompts`],
+    /// flattened in the same order.
+    pub fn from_prompt_embeddings(
+        labels: &[String],
+        prompts: &[Vec<String>],
+        embeddings: Vec<Vec<f32>>,
+        logit_scale: f32,
+    ) -> Result<Self> {
+        if labels.is_empty() {
+            return Err(Error::Invalid("no labels to classify against".into()));
         }
-        let mut rows = features.into_iter();
+        if let Some(i) = prompts.iter().position(Vec::is_empty) {
+            return Err(Error::Invalid(format!(
+                "label {:?} has no prompts",
+                labels[i]
+            )));
+        }
+        let expected: usize = prompts.iter().map(Vec::len).sum();
+        if prompts.len() != labels.len() || embeddings.len() != expected {
+            return Err(Error::Invalid(format!(
+                "{} prompt embeddings for {} prompts of {} labels",
+                embeddings.len(),
+                expected,
+                labels.len()
+            )));
+        }
+        let mut rows = embeddings.into_iter();
         let class_embeddings = prompts
             .iter()
             .map(|p| {
@@ -159,7 +191,7 @@ impl ZeroShotClassifier {
         Ok(Self {
             labels: labels.to_vec(),
             class_embeddings: normalize_rows(class_embeddings),
-            logit_scale: clip.model.logit_scale(),
+            logit_scale,
         })
     }
 

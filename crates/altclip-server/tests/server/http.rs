@@ -138,12 +138,22 @@ async fn classify_equals_the_zero_shot_classifier() {
     .await;
     assert_eq!(status, 200, "{body}");
     let reference =
-        ZeroShotClassifier::new(engine(), &owned, &Templates::List(templates), 8).unwrap();
+        ZeroShotClassifier::new(engine(), &owned, &Templates::List(templates.clone()), 8).unwrap();
     let probs = reference.probabilities(&engine_image("photo.png"));
     for r in body["results"].as_array().unwrap() {
         let i = r["index"].as_u64().unwrap() as usize;
         assert!((r["prob"].as_f64().unwrap() as f32 - probs[i]).abs() < 1e-5);
     }
+
+    // 64 labels × 17 templates is over the prompt limit: refused before any work.
+    let many: Vec<String> = (0..64).map(|i| format!("label {i}")).collect();
+    let (status, body) = post(
+        &s.url("/classify"),
+        &json!({"image": data_uri("small.png"), "labels": many, "templates": vec![templates[0].clone(); 17]}),
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["param"], "labels");
 }
 
 #[tokio::test]
