@@ -417,6 +417,61 @@ async fn shutdown_lets_requests_in_flight_finish() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_paths_and_urls_are_read_only_when_allowed() {
+    let open = TestServer::start(|a| {
+        a.allow_file_paths = true;
+        a.allow_urls = true;
+    });
+    // file:// reads the server's disk.
+    let path = std::fs::canonicalize(image("photo.png")).unwrap();
+    let (status, body) = post(
+        &open.url("/v1/embeddings"),
+        &json!({"input": format!("file://{}", path.display()), "modality": "image"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        max_diff(
+            &floats(&body["data"][0]["embedding"]),
+            &engine_image("photo.png")
+        ) < TOL
+    );
+    // http:// is fetched: here a thumbnail from the other test server, on loopback.
+    let (_, found) = post(&server().url("/search"), &json!({"query": "x", "top_k": 1})).await;
+    let thumb_url = server().url(found["results"][0]["thumbnail"].as_str().unwrap());
+    let jpeg = client()
+        .get(&thumb_url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let (status, body) = post(
+        &open.url("/v1/embeddings"),
+        &json!({"input": [thumb_url], "modality": "image"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let img = altclip::preprocess::decode_rgb(&jpeg, "thumb", u64::MAX).unwrap();
+    let want = altclip::normalize_rows(engine().image_features(&[img]).unwrap()).remove(0);
+    assert!(max_diff(&floats(&body["data"][0]["embedding"]), &want) < TOL);
+    // A missing file and an unreachable URL are the client's problem, named.
+    for (input, field) in [
+        ("file:///no/such/file.png".to_string(), "input[0]"),
+        (server().url("/thumb/0000"), "input[0]"),
+    ] {
+        let (status, body) = post(
+            &open.url("/v1/embeddings"),
+            &json!({"input": [input], "modality": "image"}),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["param"], field);
+    }
+}
+
 #[tokio::test]
 async fn api_key_guards_everything_but_the_page_and_health() {
     let s = TestServer::start(|a| a.api_key = Some("s3cret".into()));
