@@ -142,6 +142,73 @@ def main() -> None:
         "cases": cases,
     }, indent=None))
     print(f"wrote {OUT} ({OUT.stat().st_size} bytes)")
+    tiny_pipeline()
+    print(f"wrote {FIXTURES / 'tiny-altdiffusion'}")
+
+
+
+def tiny_pipeline() -> None:
+    """A tiny random AltDiffusion pipeline in diffusers' folder layout, with reference outputs of
+    one UNet forward, one VAE decode and the whole pipeline for 3 PNDM steps from fixed latents.
+    (32 channels and 32 groups: candle's resnet blocks always use 32 GroupNorm groups.)"""
+    import shutil
+
+    from diffusers import AltDiffusionPipeline, AutoencoderKL, UNet2DConditionModel
+    from diffusers.pipelines.deprecated.alt_diffusion.modeling_roberta_series import (
+        RobertaSeriesModelWithTransformation,
+    )
+    from transformers import XLMRobertaTokenizer
+
+    root = FIXTURES / "tiny-altdiffusion"
+    shutil.rmtree(root, ignore_errors=True)
+    torch.manual_seed(20)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 32), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=24,
+        attention_head_dim=2, norm_num_groups=32,
+    ).eval()
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 32),
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1, norm_num_groups=32, sample_size=16,
+    ).eval()
+    with torch.no_grad():  # random norms and a non-trivial output scale
+        for m in (unet, vae):
+            for n, p in m.named_parameters():
+                if "norm" in n:
+                    p.add_(torch.randn_like(p) * 0.1)
+    text_encoder = RobertaSeriesModelWithTransformation.from_pretrained(FIXTURES / "text-encoder").eval()
+    # (transformers 5 ignores vocab_file= in the constructor: load the folder.)
+    tokenizer = XLMRobertaTokenizer.from_pretrained(FIXTURES.parent / "spm", model_max_length=77)
+    assert len(tokenizer) == 1002, len(tokenizer)
+    scheduler = PNDMScheduler.from_config(ALTDIFFUSION)
+    pipe = AltDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(root, safe_serialization=True)
+
+    g = torch.Generator().manual_seed(21)
+    sample = torch.randn((2, 4, 8, 8), generator=g)
+    states = torch.randn((2, 5, 24), generator=g)
+    latents = torch.randn((1, 4, 8, 8), generator=g)
+    with torch.no_grad():
+        unet_out = unet(sample, 501, encoder_hidden_states=states).sample
+        decoded = vae.decode(latents / vae.config.scaling_factor).sample
+        image = pipe(
+            "一只猫 a cat", negative_prompt="", num_inference_steps=3, guidance_scale=7.5,
+            latents=latents, height=16, width=16, output_type="np",
+        ).images
+    (root / "reference.json").write_text(json.dumps({
+        "diffusers": diffusers.__version__,
+        "unet": {"sample": flat(sample), "timestep": 501, "encoder_hidden_states": flat(states),
+                 "shape": list(unet_out.shape), "output": flat(unet_out)},
+        "vae": {"latents": flat(latents), "shape": list(decoded.shape), "decoded": flat(decoded)},
+        "pipeline": {"prompt": "一只猫 a cat", "negative_prompt": "", "steps": 3, "guidance_scale": 7.5,
+                     "latents": flat(latents), "height": 16, "width": 16,
+                     "image_shape": list(image.shape), "image": [float(x) for x in image.reshape(-1)]},
+    }))
 
 
 if __name__ == "__main__":

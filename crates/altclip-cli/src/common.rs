@@ -20,6 +20,17 @@ pub enum Precision {
     Bf16,
 }
 
+impl Precision {
+    /// The candle dtype.
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::F16 => DType::F16,
+            Precision::Bf16 => DType::BF16,
+        }
+    }
+}
+
 /// How to find and run the model.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
@@ -47,11 +58,7 @@ pub struct ModelSettings {
 impl ModelSettings {
     fn options(&self) -> LoadOptions {
         LoadOptions {
-            dtype: match self.dtype {
-                Precision::F32 => DType::F32,
-                Precision::F16 => DType::F16,
-                Precision::Bf16 => DType::BF16,
-            },
+            dtype: self.dtype.dtype(),
             revision: self.revision.clone(),
             max_length: self.max_length,
             ..LoadOptions::default()

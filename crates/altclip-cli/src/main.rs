@@ -7,6 +7,7 @@ mod common;
 mod embed;
 mod embed_dataset;
 mod eval;
+mod generate;
 mod info;
 mod library;
 mod serve;
@@ -50,6 +51,7 @@ enum Command {
     #[command(subcommand)]
     Eval(eval::Command),
     EmbedDataset(embed_dataset::Args),
+    Generate(generate::Args),
     Index(library::IndexArgs),
     Search(library::SearchArgs),
     Dedup(library::DedupArgs),
@@ -77,6 +79,7 @@ fn main() -> std::process::ExitCode {
         Command::Classify(args) => classify::run(args),
         Command::Eval(command) => eval::run(command),
         Command::EmbedDataset(args) => embed_dataset::run(args),
+        Command::Generate(args) => generate::run(args),
         Command::Index(args) => library::index(args),
         Command::Search(args) => library::search(args),
         Command::Dedup(args) => library::dedup(args),

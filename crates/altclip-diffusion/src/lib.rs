@@ -5,10 +5,14 @@
 //! diffusers' step math; [`text_encoder`] the conditioning encoder, which
 //! shares the AltCLIP text tower's XLM-R code.
 
+pub mod components;
 pub mod error;
+pub mod hub;
+pub mod pipeline;
 pub mod scheduler;
 pub mod text_encoder;
 
 pub use error::{Error, Result};
+pub use pipeline::{AltDiffusion, GenerateOptions};
 pub use scheduler::{Scheduler, SchedulerConfig, SchedulerKind};
 pub use text_encoder::{TextEncoder, TextEncoderConfig};

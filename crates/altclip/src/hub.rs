@@ -55,7 +55,8 @@ pub fn user_cache_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".cache"))
 }
 
-fn offline() -> bool {
+/// True when `HF_HUB_OFFLINE` (or `TRANSFORMERS_OFFLINE`) forbids downloads.
+pub fn offline() -> bool {
     ["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"].iter().any(|k| {
         std::env::var(k)
             .map(|v| matches!(v.as_str(), "1" | "true" | "TRUE" | "yes" | "ON" | "on"))
