@@ -2,7 +2,8 @@
 """Reference outputs of diffusers' schedulers for the Rust scheduler tests.
 
     pip install -r scripts/requirements.txt
-    python scripts/make_diffusion_fixtures.py          # writes tests/fixtures/diffusion/schedulers.json
+    python scripts/make_diffusion_fixtures.py          # writes tests/fixtures/diffusion/
+    python scripts/make_diffusion_fixtures.py --full-size /tmp/altdiffusion-full   # ~6 GB, timing only
 
 The scheduler config is AltDiffusion's (BAAI/AltDiffusion scheduler/scheduler_config.json, a
 PNDMScheduler). Each scheduler is built the way a diffusers user switches schedulers:
@@ -130,7 +131,45 @@ def text_encoder(name: str, pre_transformation: bool) -> None:
     }))
 
 
+def full_size(out: Path) -> None:
+    """A BAAI/AltDiffusion-shaped pipeline with random weights (SD v1 UNet with 768-d cross
+    attention, SD VAE, XLM-R-large text encoder; about 6 GB in f32), for timing only."""
+    from diffusers import AltDiffusionPipeline, AutoencoderKL, UNet2DConditionModel
+    from diffusers.pipelines.deprecated.alt_diffusion.modeling_roberta_series import (
+        RobertaSeriesConfig,
+        RobertaSeriesModelWithTransformation,
+    )
+    from transformers import XLMRobertaTokenizer
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
+    vae = AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        sample_size=512,
+    )
+    cfg = RobertaSeriesConfig(
+        vocab_size=250002, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+        intermediate_size=4096, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
+        bos_token_id=0, eos_token_id=2, project_dim=768, layer_norm_eps=1e-5,
+    )
+    text_encoder = RobertaSeriesModelWithTransformation(cfg)
+    tokenizer = XLMRobertaTokenizer.from_pretrained(FIXTURES.parent / "spm", model_max_length=77)
+    pipe = AltDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+        scheduler=PNDMScheduler.from_config(ALTDIFFUSION), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+    print(f"wrote {out}")
+
+
 def main() -> None:
+    import sys
+
+    if len(sys.argv) == 3 and sys.argv[1] == "--full-size":
+        full_size(Path(sys.argv[2]))
+        return
     text_encoder("text-encoder", False)
     text_encoder("text-encoder-m18", True)
     cases = [run(kind, steps) for kind in KINDS for steps in (4, 10)]
