@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use altclip_index::{Index, SqliteVectors, VectorDtype, VectorStore};
 use tokio::sync::oneshot;
@@ -55,6 +56,24 @@ struct State {
     store: Box<dyn VectorStore>,
     /// Content hash → paths, refreshed when a search finds an unknown hash.
     paths: HashMap<String, Vec<String>>,
+    refreshed: Instant,
+}
+
+/// Unknown ids re-read the manifest at most this often.
+const REFRESH_EVERY: Duration = Duration::from_secs(1);
+
+impl State {
+    /// Re-reads content hash → paths, unless that was done a moment ago.
+    fn refresh(&mut self) -> Result<(), ApiError> {
+        if self.refreshed.elapsed() >= REFRESH_EVERY {
+            self.paths = self
+                .index
+                .paths_by_hash()
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            self.refreshed = Instant::now();
+        }
+        Ok(())
+    }
 }
 
 type Job = Box<dyn FnOnce(&mut State) + Send>;
@@ -89,6 +108,7 @@ impl Library {
                         index,
                         store,
                         paths,
+                        refreshed: Instant::now(),
                     })
                 })();
                 let mut state = match opened {
@@ -150,10 +170,7 @@ impl Library {
                 .search(&query, k)
                 .map_err(|e| ApiError::Internal(e.to_string()))?;
             if found.iter().any(|(h, _)| !s.paths.contains_key(h)) {
-                s.paths = s
-                    .index
-                    .paths_by_hash()
-                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                s.refresh()?;
             }
             Ok(found
                 .into_iter()
@@ -175,10 +192,7 @@ impl Library {
     pub async fn path_of(&self, id: String) -> Result<Option<PathBuf>, ApiError> {
         self.call(move |s| {
             if !s.paths.contains_key(&id) {
-                s.paths = s
-                    .index
-                    .paths_by_hash()
-                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                s.refresh()?;
             }
             Ok(s.paths
                 .get(&id)

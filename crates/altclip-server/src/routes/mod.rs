@@ -7,12 +7,13 @@ pub mod immich;
 pub mod ops;
 pub mod search;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -91,11 +92,10 @@ async fn authorize(State(state): State<Shared>, req: Request, next: Next) -> Res
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        let query = req
-            .uri()
-            .query()
-            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("api_key=")));
-        let ok = [bearer, query]
+        let query = Query::<HashMap<String, String>>::try_from_uri(req.uri())
+            .ok()
+            .and_then(|Query(q)| q.get("api_key").cloned());
+        let ok = [bearer, query.as_deref()]
             .into_iter()
             .flatten()
             .any(|k| constant_time_eq(k.as_bytes(), key.as_bytes()));

@@ -474,14 +474,14 @@ async fn file_paths_and_urls_are_read_only_when_allowed() {
 
 #[tokio::test]
 async fn api_key_guards_everything_but_the_page_and_health() {
-    let s = TestServer::start(|a| a.api_key = Some("s3cret".into()));
+    let s = TestServer::start(|a| a.api_key = Some("s3cret/+=".into()));
     let c = client();
     let (status, body) = get_json(&s.url("/info")).await;
     assert_eq!(status, 401);
     assert_eq!(body["error"]["type"], "authentication_error");
     let res = c
         .get(s.url("/info"))
-        .bearer_auth("s3cret")
+        .bearer_auth("s3cret/+=")
         .send()
         .await
         .unwrap();
@@ -493,7 +493,11 @@ async fn api_key_guards_everything_but_the_page_and_health() {
         .await
         .unwrap();
     assert_eq!(res.status(), 401);
-    let res = c.get(s.url("/info?api_key=s3cret")).send().await.unwrap();
+    let res = c
+        .get(s.url("/info?api_key=s3cret%2F%2B%3D"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     let res = c
         .post(s.url("/v1/embeddings"))
