@@ -84,8 +84,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
         };
         let bar = progress(0, &format!("image {}/{}", i + 1, args.num_images));
         let start = std::time::Instant::now();
-        let image = pipe.generate(&opts, &mut |done, total| track(&bar, done, total))?;
+        // When each step ended, to report the denoising rate apart from the
+        // prompt encoding and the VAE decode.
+        let mut ends = Vec::with_capacity(args.steps as usize);
+        let image = pipe.generate(&opts, &mut |done, total| {
+            ends.push(start.elapsed().as_secs_f64());
+            track(&bar, done, total)
+        })?;
         bar.finish_and_clear();
+        let total = start.elapsed().as_secs_f64();
         let path = output_path(&args.out, i, seed);
         let meta = [
             ("prompt", args.prompt.clone()),
@@ -98,12 +105,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
             ("software", format!("altclip {}", env!("CARGO_PKG_VERSION"))),
         ];
         save_png(&path, &image, &meta)?;
-        let secs = start.elapsed().as_secs_f64();
+        let per_step = match ends.as_slice() {
+            [first, .., last] => (last - first) / (ends.len() - 1) as f64,
+            [only] => *only,
+            [] => 0.0,
+        };
         println!(
-            "{} ({:.1} s, {:.2} s/step)",
+            "{} ({total:.1} s; {per_step:.2} s/step, decode {:.1} s)",
             path.display(),
-            secs,
-            secs / args.steps as f64
+            total - ends.last().copied().unwrap_or(0.0)
         );
     }
     Ok(ExitCode::SUCCESS)
