@@ -239,7 +239,9 @@ impl<'s> Trainer<'s> {
         }
         let mut grads = Gradients::new(self.vars.len());
         let mut loss_sum = 0.0;
+        let (mut t_forward, mut t_backward) = (0.0, 0.0);
         for micro in batch.chunks(batch.len() / accumulation) {
+            let t0 = Instant::now();
             let loss = objective.loss(self.student, micro)?;
             let value: f32 = loss.to_scalar()?;
             if !value.is_finite() {
@@ -249,15 +251,26 @@ impl<'s> Trainer<'s> {
                 )));
             }
             loss_sum += value as f64;
+            let t1 = Instant::now();
             let store = (loss / accumulation as f64)?.backward()?;
             grads.accumulate(&store, &self.vars)?;
+            t_forward += (t1 - t0).as_secs_f64();
+            t_backward += t1.elapsed().as_secs_f64();
         }
+        let t2 = Instant::now();
         let grad_norm = match self.config.clip_grad_norm {
             Some(max) => grads.clip(max)?,
             None => grads.global_norm()?,
         };
+        let t3 = Instant::now();
         let lr = self.schedule.lr(self.step);
         self.optimizer.step(&grads, lr)?;
+        tracing::debug!(
+            "step {}: forward {t_forward:.3}s, backward {t_backward:.3}s, clip {:.3}s, AdamW {:.3}s",
+            self.step + 1,
+            (t3 - t2).as_secs_f64(),
+            t3.elapsed().as_secs_f64()
+        );
         self.step += 1;
         Ok(StepLog {
             step: self.step,
@@ -347,7 +360,7 @@ impl<'s> Trainer<'s> {
             .collect();
         candle_core::safetensors::save(&params, tmp.join("params.safetensors"))?;
         candle_core::safetensors::save(
-            &self.optimizer.state_tensors(),
+            &self.optimizer.state_tensors()?,
             tmp.join("optimizer.safetensors"),
         )?;
         let state = TrainerState {
