@@ -72,6 +72,15 @@ fn writes_seeded_pngs_with_the_prompt_in_their_metadata() {
     assert!(o.status.success());
     assert_eq!(image::open(again.join("000-seed7.png")).unwrap(), img);
 
+    let bf16 = run(&["--dtype", "bf16"]);
+    assert!(!bf16.status.success());
+    assert!(String::from_utf8_lossy(&bf16.stderr).contains("use --dtype f32 or f16"));
+    let f16 = run(&["--dtype", "f16", "--seed", "100"]);
+    assert!(
+        f16.status.success(),
+        "{}",
+        String::from_utf8_lossy(&f16.stderr)
+    );
     let bad = run(&["--scheduler", "heun"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("expected pndm, ddim, euler-a or dpm++"));
