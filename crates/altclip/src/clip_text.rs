@@ -10,11 +10,12 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
-use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::Tokenizer;
 
 use crate::config::{Activation, VisionConfig};
 use crate::error::{Error, Result};
 use crate::nn::{ClipEncoderLayer, ClipLayerDims, LayerNorm, Linear};
+use crate::tokenize::set_truncation;
 use crate::weights::Weights;
 
 /// `CLIPTextConfig`, with transformers' class defaults for missing keys.
@@ -441,22 +442,7 @@ impl ClipTokenizer {
 
     /// Sets the truncation length (special tokens included).
     pub fn set_max_length(&mut self, max_length: usize) -> Result<()> {
-        if max_length < 2 {
-            return Err(Error::Invalid(format!(
-                "max length {max_length} leaves no room for {BOS} and {EOS}"
-            )));
-        }
-        self.inner
-            .with_truncation(Some(TruncationParams {
-                max_length,
-                strategy: TruncationStrategy::LongestFirst,
-                direction: TruncationDirection::Right,
-                stride: 0,
-            }))
-            .map_err(|e| Error::Tokenizer {
-                path: self.source.clone(),
-                reason: e.to_string(),
-            })?;
+        set_truncation(&mut self.inner, max_length, (BOS, EOS), &self.source)?;
         self.max_length = max_length;
         Ok(())
     }

@@ -175,22 +175,12 @@ impl TextTokenizer {
 
     /// Sets the truncation length (special tokens included).
     pub fn set_max_length(&mut self, max_length: usize) -> Result<()> {
-        if max_length < 2 {
-            return Err(Error::Invalid(format!(
-                "max length {max_length} leaves no room for <s> and </s>"
-            )));
-        }
-        self.inner
-            .with_truncation(Some(TruncationParams {
-                max_length,
-                strategy: TruncationStrategy::LongestFirst,
-                direction: TruncationDirection::Right,
-                stride: 0,
-            }))
-            .map_err(|e| Error::Tokenizer {
-                path: self.source.path().to_path_buf(),
-                reason: e.to_string(),
-            })?;
+        set_truncation(
+            &mut self.inner,
+            max_length,
+            ("<s>", "</s>"),
+            self.source.path(),
+        )?;
         self.max_length = max_length;
         Ok(())
     }
@@ -241,4 +231,32 @@ fn find_precompiled(normalizer: &serde_json::Value) -> Option<serde_json::Value>
             .find_map(find_precompiled),
         _ => None,
     }
+}
+
+/// Truncates `inner` on the right to `max_length` tokens, the `specials`
+/// (begin, end) included; `path` names the tokenizer in errors.
+pub(crate) fn set_truncation(
+    inner: &mut Tokenizer,
+    max_length: usize,
+    specials: (&str, &str),
+    path: &Path,
+) -> Result<()> {
+    if max_length < 2 {
+        return Err(Error::Invalid(format!(
+            "max length {max_length} leaves no room for {} and {}",
+            specials.0, specials.1
+        )));
+    }
+    inner
+        .with_truncation(Some(TruncationParams {
+            max_length,
+            strategy: TruncationStrategy::LongestFirst,
+            direction: TruncationDirection::Right,
+            stride: 0,
+        }))
+        .map_err(|e| Error::Tokenizer {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    Ok(())
 }
