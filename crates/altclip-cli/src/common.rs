@@ -140,29 +140,23 @@ enum Prepared {
     Failed(String),
 }
 
-/// Reads, hashes, looks up and decodes one file. A decoder panic on a
-/// hostile file is caught and reported like any other decoding error.
+/// Reads, hashes, looks up and decodes one file.
 fn prepare(path: &Path, max_pixels: u64, cache: Option<&EmbeddingCache>) -> Prepared {
     let name = path.display().to_string();
-    let work = || {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) => return Prepared::Failed(format!("{name}: cannot read file: {e}")),
-        };
-        let hash = cache.map(|_| content_hash(&bytes));
-        if let (Some(cache), Some(hash)) = (cache, &hash) {
-            if let Some(v) = cache.get(hash) {
-                return Prepared::Cached(v);
-            }
-        }
-        match decode_rgb(&bytes, &name, max_pixels) {
-            Ok(img) => Prepared::Decoded(img, hash),
-            Err(e) => Prepared::Failed(e.to_string()),
-        }
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => return Prepared::Failed(format!("{name}: cannot read file: {e}")),
     };
-    std::panic::catch_unwind(work).unwrap_or_else(|_| {
-        Prepared::Failed(format!("{name}: the image decoder crashed on this file"))
-    })
+    let hash = cache.map(|_| content_hash(&bytes));
+    if let (Some(cache), Some(hash)) = (cache, &hash) {
+        if let Some(v) = cache.get(hash) {
+            return Prepared::Cached(v);
+        }
+    }
+    match decode_rgb(&bytes, &name, max_pixels) {
+        Ok(img) => Prepared::Decoded(img, hash),
+        Err(e) => Prepared::Failed(e.to_string()),
+    }
 }
 
 /// Image features (unnormalised) per path, as one batch. Files are read and

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use usearch::{Index as Hnsw, IndexOptions, MetricKind, ScalarKind};
 
 use crate::error::{Error, Result};
+use crate::files::{io_err, write_bytes_atomically};
 
 /// How the graph is built. The search-time candidate list size is not a
 /// parameter: each save calibrates it (see [`TARGET_RECALL`]).
@@ -103,13 +104,6 @@ fn ann_err(dir: &Path, what: &str, e: impl std::fmt::Display) -> Error {
         "{}: {what}: {e}; delete this folder and re-run `altclip index` to rebuild it",
         dir.display()
     ))
-}
-
-fn io_err(path: &Path, e: std::io::Error) -> Error {
-    Error::Io {
-        path: path.to_path_buf(),
-        source: e,
-    }
 }
 
 /// The folder that holds the graph of the database at `db`.
@@ -274,7 +268,7 @@ pub fn sync(
     graph
         .save(&graph_path.to_string_lossy())
         .map_err(|e| ann_err(&dir, "cannot save the graph", e))?;
-    write_atomic(
+    write_bytes_atomically(
         &dir.join(&rows_name),
         &serde_json::to_vec(rows).expect("rows"),
     )?;
@@ -286,7 +280,7 @@ pub fn sync(
         params,
         calibration,
     };
-    write_atomic(
+    write_bytes_atomically(
         &dir.join("manifest.json"),
         &serde_json::to_vec_pretty(&manifest).expect("manifest"),
     )?;
@@ -367,12 +361,6 @@ pub fn remove(db: &Path) -> Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&dir, e)),
         _ => Ok(()),
     }
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| io_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
 }
 
 /// Deletes graph and row files left by earlier saves; failures only waste space.

@@ -26,6 +26,7 @@ use parquet::schema::parser::parse_message_type;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::files::{io_err, write_atomically, write_bytes_atomically};
 use crate::pipeline::pipelined;
 use crate::walk::find_images;
 
@@ -34,13 +35,6 @@ use crate::walk::find_images;
 pub struct Item {
     pub image: PathBuf,
     pub caption: Option<String>,
-}
-
-fn io_err(path: &Path, e: std::io::Error) -> Error {
-    Error::Io {
-        path: path.to_path_buf(),
-        source: e,
-    }
 }
 
 /// The items of a folder (images found recursively, hidden entries skipped,
@@ -199,10 +193,7 @@ pub fn export_shard(
     let max_pixels = opts.max_pixels;
     let load = |item: &Item| -> std::result::Result<RgbImage, String> {
         let bytes = std::fs::read(&item.image).map_err(|e| format!("cannot read: {e}"))?;
-        let name = item.image.display().to_string();
-        std::panic::catch_unwind(|| decode_rgb(&bytes, &name, max_pixels))
-            .map_err(|_| "the image decoder crashed on this file".to_string())?
-            .map_err(|e| e.to_string())
+        decode_rgb(&bytes, &item.image.display().to_string(), max_pixels).map_err(|e| e.to_string())
     };
     let mut kept: Vec<&Item> = Vec::new();
     let mut image_rows: Vec<Vec<f32>> = Vec::new();
@@ -271,16 +262,6 @@ fn create_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))
 }
 
-/// Writes through a temporary file renamed into place, so a killed run
-/// never leaves a truncated file under the final name.
-fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let mut tmp = path.as_os_str().to_os_string();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    write(&tmp)?;
-    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
-}
-
 /// A NumPy `.npy` (format 1.0) file of `rows`, as float16 or float32.
 pub fn write_npy(path: &Path, rows: &[Vec<f32>], dim: usize, f32: bool) -> Result<()> {
     let descr = if f32 { "<f4" } else { "<f2" };
@@ -312,9 +293,7 @@ pub fn write_npy(path: &Path, rows: &[Vec<f32>], dim: usize, f32: bool) -> Resul
             }
         }
     }
-    write_atomically(path, |tmp| {
-        std::fs::write(tmp, &bytes).map_err(|e| io_err(tmp, e))
-    })
+    write_bytes_atomically(path, &bytes)
 }
 
 /// A parquet file of UTF-8 string columns of equal length.

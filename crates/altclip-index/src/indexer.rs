@@ -94,25 +94,29 @@ struct Loaded {
 }
 
 fn load(stat: Stat, max_pixels: u64, max_file_bytes: u64) -> Loaded {
-    let name = stat.path.clone();
-    let work = || {
-        if stat.size > max_file_bytes {
-            return Err(format!(
-                "file is {} bytes, over the limit of {max_file_bytes}",
-                stat.size
-            ));
-        }
-        if stat.size == 0 {
-            return Err("empty file".to_string());
-        }
-        let bytes = std::fs::read(&stat.path).map_err(|e| format!("cannot read: {e}"))?;
-        let hash = content_hash(&bytes);
-        let img = decode_rgb(&bytes, &name, max_pixels).map_err(|e| e.to_string())?;
-        Ok((hash, img))
-    };
-    let outcome = std::panic::catch_unwind(work)
-        .unwrap_or_else(|_| Err("the image decoder crashed on this file".to_string()));
+    let outcome = read_and_decode(&stat, max_pixels, max_file_bytes);
     Loaded { stat, outcome }
+}
+
+/// The content hash and the decoded image of one file, or why not.
+fn read_and_decode(
+    stat: &Stat,
+    max_pixels: u64,
+    max_file_bytes: u64,
+) -> std::result::Result<(String, RgbImage), String> {
+    if stat.size > max_file_bytes {
+        return Err(format!(
+            "file is {} bytes, over the limit of {max_file_bytes}",
+            stat.size
+        ));
+    }
+    if stat.size == 0 {
+        return Err("empty file".to_string());
+    }
+    let bytes = std::fs::read(&stat.path).map_err(|e| format!("cannot read: {e}"))?;
+    let hash = content_hash(&bytes);
+    let img = decode_rgb(&bytes, &stat.path, max_pixels).map_err(|e| e.to_string())?;
+    Ok((hash, img))
 }
 
 /// Indexes `opts.roots` into `index` and `store` with `clip`.

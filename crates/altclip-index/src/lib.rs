@@ -12,6 +12,7 @@ pub mod db;
 pub mod dedup;
 pub mod error;
 pub mod export;
+mod files;
 pub mod indexer;
 pub mod pipeline;
 pub mod query;

@@ -239,11 +239,8 @@ pub fn load_image(
     limits: &Limits,
 ) -> Result<Decoded, ApiError> {
     let bytes = read_source(source, field, limits)?;
-    let img = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        decode_rgb(&bytes, field, limits.max_pixels)
-    }))
-    .map_err(|_| ApiError::bad(field, "the image decoder crashed on this input"))?
-    .map_err(|e| ApiError::from_engine(field, e))?;
+    let img = decode_rgb(&bytes, field, limits.max_pixels)
+        .map_err(|e| ApiError::from_engine(field, e))?;
     let (width, height) = img.dimensions();
     Ok(Decoded {
         pixels: clip.preprocessor.pixel_values(&img),

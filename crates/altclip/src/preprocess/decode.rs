@@ -25,8 +25,19 @@ pub fn open_rgb(path: &Path, max_pixels: u64) -> Result<RgbImage> {
 /// The header's dimensions are checked against `max_pixels` before any pixel
 /// data is decoded; EXIF orientation is applied as `ImageOps.exif_transpose`
 /// does, then non-RGB images are converted as [`to_rgb`] describes.
-/// `name` is only used in error messages.
+/// `name` is only used in error messages. A panic inside a decoder (a
+/// hostile file can trigger one) is an error naming the input, so no caller
+/// has to guard against it.
 pub fn decode_rgb(bytes: &[u8], name: &str, max_pixels: u64) -> Result<RgbImage> {
+    std::panic::catch_unwind(|| decode_unguarded(bytes, name, max_pixels)).unwrap_or_else(|_| {
+        Err(Error::Image {
+            input: name.to_string(),
+            reason: "the image decoder crashed on this input".to_string(),
+        })
+    })
+}
+
+fn decode_unguarded(bytes: &[u8], name: &str, max_pixels: u64) -> Result<RgbImage> {
     let fail = |reason: String| Error::Image {
         input: name.to_string(),
         reason,
