@@ -6,26 +6,17 @@ use std::path::PathBuf;
 
 use altclip::{DType, Device};
 use altclip_diffusion::{AltDiffusion, GenerateOptions, SchedulerKind};
-use candle_core::Tensor;
 use serde_json::Value;
 
+mod common;
+use common::{fixtures, max_abs_diff, tensor};
+
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/diffusion/tiny-altdiffusion")
+    fixtures().join("tiny-altdiffusion")
 }
 
 fn reference() -> Value {
     serde_json::from_slice(&std::fs::read(dir().join("reference.json")).unwrap()).unwrap()
-}
-
-fn tensor(v: &Value, shape: &[usize]) -> Tensor {
-    let data: Vec<f32> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect();
-    Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
 }
 
 fn shape(v: &Value) -> Vec<usize> {
@@ -34,19 +25,6 @@ fn shape(v: &Value) -> Vec<usize> {
         .iter()
         .map(|x| x.as_u64().unwrap() as usize)
         .collect()
-}
-
-fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
 }
 
 #[test]
@@ -62,7 +40,7 @@ fn unet_vae_and_three_pipeline_steps_match_diffusers() {
         .unet
         .forward(&sample, u["timestep"].as_f64().unwrap(), &states)
         .unwrap();
-    let d_unet = max_abs(&got, &tensor(&u["output"], &out_shape));
+    let d_unet = max_abs_diff(&got, &tensor(&u["output"], &out_shape));
     assert!(d_unet < 1e-4, "UNet max |Δ| {d_unet}");
 
     let v = &r["vae"];
@@ -72,7 +50,7 @@ fn unet_vae_and_three_pipeline_steps_match_diffusers() {
         .model
         .decode(&(&latents / pipe.vae.scaling_factor).unwrap())
         .unwrap();
-    let d_vae = max_abs(&decoded, &tensor(&v["decoded"], &shape(&v["shape"])));
+    let d_vae = max_abs_diff(&decoded, &tensor(&v["decoded"], &shape(&v["shape"])));
     assert!(d_vae < 1e-4, "VAE max |Δ| {d_vae}");
 
     let p = &r["pipeline"];
@@ -89,7 +67,7 @@ fn unet_vae_and_three_pipeline_steps_match_diffusers() {
     let latents = tensor(&p["latents"], &[1, 4, 8, 8]);
     let out = pipe.denoise(latents, &opts, &mut |_, _| {}).unwrap();
     let image = pipe.decode(&out).unwrap().permute((0, 2, 3, 1)).unwrap();
-    let d_image = max_abs(&image, &tensor(&p["image"], &shape(&p["image_shape"])));
+    let d_image = max_abs_diff(&image, &tensor(&p["image"], &shape(&p["image_shape"])));
     assert!(d_image < 1e-4, "pipeline image max |Δ| {d_image}");
     eprintln!("max |Δ|: UNet {d_unet:e}, VAE {d_vae:e}, 3-step pipeline image {d_image:e}");
 }

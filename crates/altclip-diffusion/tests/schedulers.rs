@@ -1,39 +1,20 @@
 //! Scheduler step math against diffusers' (tests/fixtures/diffusion/schedulers.json,
 //! made by scripts/make_diffusion_fixtures.py with diffusers 0.42.1).
 
-use std::path::Path;
-
 use altclip_diffusion::{Scheduler, SchedulerConfig, SchedulerKind};
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use serde_json::Value;
 
+mod common;
+use common::{fixtures, max_abs, max_abs_diff};
+
 fn fixture() -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/diffusion/schedulers.json");
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    serde_json::from_slice(&std::fs::read(fixtures().join("schedulers.json")).unwrap()).unwrap()
 }
 
+/// A `[1, 4, 4, 4]` sample of the fixture.
 fn tensor(v: &Value) -> Tensor {
-    let data: Vec<f32> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect();
-    Tensor::from_vec(data, (1, 4, 4, 4), &Device::Cpu).unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
+    common::tensor(v, &[1, 4, 4, 4])
 }
 
 #[test]
@@ -71,20 +52,11 @@ fn every_scheduler_matches_diffusers_step_by_step() {
                 .step(&tensor(&step["model_output"]), i, &sample, noise.as_ref())
                 .unwrap();
             let want = tensor(&step["prev_sample"]);
-            let scale = want
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                .max(1.0);
+            let scale = max_abs(&want).max(1.0);
             let d = max_abs_diff(&out, &want) / scale;
             worst = worst.max(d);
             assert!(
-                d < 1e-4,
+                d < 2e-6,
                 "{kind:?} {steps} step {i}: off by {d} (relative to {scale})"
             );
             // Continue from diffusers' sample so errors do not compound.

@@ -1,17 +1,16 @@
 //! AltDiffusion's text encoder against diffusers' `RobertaSeriesModelWithTransformation`
 //! (tiny random fixtures from scripts/make_diffusion_fixtures.py).
 
-use std::path::Path;
-
 use altclip::text::TextInputs;
 use altclip::{DType, Device};
 use altclip_diffusion::TextEncoder;
 use serde_json::Value;
 
+mod common;
+use common::fixtures;
+
 fn check(name: &str) -> f32 {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/diffusion")
-        .join(name);
+    let dir = fixtures().join(name);
     let want: Value =
         serde_json::from_slice(&std::fs::read(dir.join("outputs.json")).unwrap()).unwrap();
     let enc = TextEncoder::load(&dir, DType::F32, &Device::Cpu).unwrap();
