@@ -166,6 +166,12 @@ fn interp(x: f64, ys: &[f32]) -> f64 {
     ys[i] as f64 + (ys[i + 1] as f64 - ys[i] as f64) * f
 }
 
+/// diffusers' "trailing" spacing, `round(n − i·n/steps) − 1`, descending.
+fn trailing(n: usize, steps: usize) -> impl Iterator<Item = f64> {
+    let ratio = n as f64 / steps as f64;
+    (0..steps).map(move |i| (n as f64 - i as f64 * ratio).round_ties_even() - 1.0)
+}
+
 /// `x·a + y·b` elementwise.
 fn lin(x: &Tensor, a: f64, y: &Tensor, b: f64) -> Result<Tensor> {
     Ok(((x * a)? + (y * b)?)?)
@@ -340,21 +346,19 @@ impl Scheduler {
                 })
                 .collect(),
             Spacing::Leading => (0..steps).rev().map(|i| i * (n / steps) + offset).collect(),
-            Spacing::Trailing => {
-                let ratio = n as f64 / steps as f64;
-                (0..steps)
-                    .map(|i| (n as f64 - i as f64 * ratio).round_ties_even() as usize - 1)
-                    .collect()
-            }
+            Spacing::Trailing => trailing(n, steps).map(|t| t as usize).collect(),
         }
     }
 
-    /// σ(t) = √((1 − ᾱ)/ᾱ) at every training step, in f32 as torch computes it.
-    fn train_sigmas(&self) -> Vec<f32> {
-        self.alphas_cumprod
+    /// σ at fractional training timesteps `ts`: √((1 − ᾱ)/ᾱ) in f32 as torch
+    /// computes it, interpolated like `np.interp`.
+    fn sigmas_at(&self, ts: impl Iterator<Item = f64>) -> Vec<f32> {
+        let train: Vec<f32> = self
+            .alphas_cumprod
             .iter()
             .map(|a| ((1.0 - a) / a).sqrt())
-            .collect()
+            .collect();
+        ts.map(|t| interp(t, &train) as f32).collect()
     }
 
     fn euler_schedule(&mut self, spacing: Spacing, steps: usize, offset: usize) {
@@ -374,18 +378,9 @@ impl Scheduler {
                 .rev()
                 .map(|i| (i * (n / steps)) as f32 + offset as f32)
                 .collect(),
-            Spacing::Trailing => {
-                let ratio = n as f64 / steps as f64;
-                (0..steps)
-                    .map(|i| (n as f64 - i as f64 * ratio).round_ties_even() as f32 - 1.0)
-                    .collect()
-            }
+            Spacing::Trailing => trailing(n, steps).map(|t| t as f32).collect(),
         };
-        let train = self.train_sigmas();
-        self.sigmas = ts
-            .iter()
-            .map(|&t| interp(t as f64, &train) as f32)
-            .collect();
+        self.sigmas = self.sigmas_at(ts.iter().map(|&t| t as f64));
         self.sigmas.push(0.0);
         let max = self.sigmas.iter().copied().fold(0f32, f32::max);
         self.init_noise_sigma = match spacing {
@@ -406,20 +401,15 @@ impl Scheduler {
                 .rev()
                 .map(|i| i * (last / (steps + 1)) + offset)
                 .collect(),
-            Spacing::Trailing => {
-                let ratio = self.num_train as f64 / steps as f64;
-                (0..steps)
-                    .map(|i| (last as f64 - i as f64 * ratio).round_ties_even() as usize - 1)
-                    .collect()
-            }
+            Spacing::Trailing => trailing(last, steps).map(|t| t as usize).collect(),
         };
-        let train = self.train_sigmas();
-        self.sigmas = ts
-            .iter()
-            .map(|&t| interp(t as f64, &train) as f32)
-            .collect();
-        self.sigmas
-            .push(if self.final_sigma_zero { 0.0 } else { train[0] });
+        self.sigmas = self.sigmas_at(ts.iter().map(|&t| t as f64));
+        let sigma_min = ((1.0 - self.alphas_cumprod[0]) / self.alphas_cumprod[0]).sqrt();
+        self.sigmas.push(if self.final_sigma_zero {
+            0.0
+        } else {
+            sigma_min
+        });
         self.timesteps = ts.into_iter().map(|t| t as f64).collect();
     }
 
