@@ -37,20 +37,26 @@ pub fn model_key(clip: &AltClip) -> Result<String> {
         h.update([0]);
     }
     for path in &clip.weight_files {
-        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-        let mtime = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
+        let (len, mtime) = file_stamp(path)?;
         h.update(format!(
-            "{}|{}|{mtime}\n",
+            "{}|{len}|{mtime}\n",
             path.file_name().unwrap_or_default().to_string_lossy(),
-            meta.len()
         ));
     }
     h.update(format!("{:?}", clip.dtype));
     Ok(hex(&h.finalize())[..16].to_string())
+}
+
+/// A file's size and modification time (ns since the epoch, 0 if unknown):
+/// what keys derived from weight files record instead of hashing gigabytes.
+pub(crate) fn file_stamp(path: &Path) -> Result<(u64, u128)> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    Ok((meta.len(), mtime))
 }
 
 /// Feature vectors stored one file per image under `root/<model key>/`.

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use sha2::{Digest, Sha256};
 
+use crate::cache::file_stamp;
 use crate::clip_text::ClipText;
 use crate::error::{Error, Result};
 use crate::metrics::retrieval_metrics;
@@ -196,13 +197,8 @@ impl TeacherCache {
             h.update([0]);
         }
         for path in &teacher.weight_files {
-            let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-            let mtime = meta
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos());
-            h.update(format!("{}|{}|{mtime}\n", path.display(), meta.len()));
+            let (len, mtime) = file_stamp(path)?;
+            h.update(format!("{}|{len}|{mtime}\n", path.display()));
         }
         h.update(format!("max_length={}\n", teacher.tokenizer.max_length()));
         for s in sentences {
