@@ -317,10 +317,7 @@ impl Weights {
     fn load(&self, dims: &[usize], name: &str, dtype: DType) -> Result<Tensor> {
         let key = self.key(name);
         let Some(found) = self.shape_of(&key) else {
-            return Err(Error::MissingTensor {
-                name: key,
-                source_desc: self.inner.files.clone(),
-            });
+            return Err(self.missing(key));
         };
         if found != dims {
             return Err(Error::ShapeMismatch {
@@ -342,10 +339,7 @@ impl Weights {
         let tensor = tensor
             .transpose()?
             .flatten()
-            .ok_or_else(|| Error::MissingTensor {
-                name: key.clone(),
-                source_desc: self.inner.files.clone(),
-            })?;
+            .ok_or_else(|| self.missing(key.clone()))?;
         self.inner
             .loaded
             .fetch_add(tensor.elem_count() as u64, Ordering::Relaxed);
@@ -360,6 +354,15 @@ impl Weights {
     /// The files the tensors come from.
     pub fn paths(&self) -> &[PathBuf] {
         &self.inner.paths
+    }
+
+    /// The error for a tensor `name` (a full key) these weights lack,
+    /// naming the files searched.
+    pub fn missing(&self, name: impl Into<String>) -> Error {
+        Error::MissingTensor {
+            name: name.into(),
+            source_desc: self.inner.files.clone(),
+        }
     }
 }
 

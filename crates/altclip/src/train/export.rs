@@ -191,16 +191,10 @@ pub fn export_altclip(out: &Path, student: &Student, plan: &ExportPlan) -> Resul
         tensors.insert(name, var.as_tensor().detach());
     }
     for key in &plan.frozen_keys {
-        let shape = plan.frozen.shape(key).ok_or_else(|| Error::MissingTensor {
-            name: key.clone(),
-            source_desc: plan
-                .frozen
-                .paths()
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })?;
+        let shape = plan
+            .frozen
+            .shape(key)
+            .ok_or_else(|| plan.frozen.missing(key.clone()))?;
         let name = key.replace(
             "vision_model.encoder.layer.",
             "vision_model.encoder.layers.",

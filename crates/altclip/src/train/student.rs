@@ -123,15 +123,7 @@ impl Student {
                         };
                         weights.contains(&key)
                     })
-                    .ok_or_else(|| Error::MissingTensor {
-                        name: "roberta.embeddings.word_embeddings.weight".into(),
-                        source_desc: weights
-                            .paths()
-                            .iter()
-                            .map(|p| p.display().to_string())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    })?;
+                    .ok_or_else(|| weights.missing("roberta.embeddings.word_embeddings.weight"))?;
                 let base = if prefix.is_empty() {
                     weights.clone()
                 } else {
