@@ -10,6 +10,7 @@ pub mod config;
 pub mod datasets;
 pub mod error;
 pub mod hub;
+pub mod kernels;
 pub mod metrics;
 pub mod model;
 pub mod nn;

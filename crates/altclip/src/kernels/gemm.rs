@@ -1,0 +1,360 @@
+//! Blocked AVX-512 GEMM, `C[M, N] = A[M, K] · W[N, K]ᵀ`, with `W` packed once
+//! at load time and `A` packed per block (which also rounds it to bf16 for
+//! the bf16 kernel). Accumulation is always f32.
+//!
+//! Blocking: threads split the output columns into groups of 32-column panels;
+//! within a group, for each K block, a 12-row slice of `A` is packed into a
+//! small k-major buffer (L1) and multiplied by every panel of the group (the
+//! group's `W` block stays in L2). Packing `A` avoids the 4 KiB-stride cache
+//! set conflicts that reading 12 rows of a row-major matrix would cause.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use rayon::prelude::*;
+
+/// Output columns per panel: two zmm registers.
+pub const NR: usize = 32;
+/// Rows per micro-tile: 24 accumulators + 2 `W` vectors + 1 broadcast fit the
+/// 32 zmm registers.
+pub const MR: usize = 12;
+/// K elements per block (f32 kernel; the bf16 kernel takes `KC` pairs).
+const KC: usize = 256;
+/// Rows per block whose output tiles stay in L2 (a multiple of `MR`).
+const MC: usize = 8 * MR;
+/// Panels per thread task at most: 256 columns, a 256 KiB `W` block in f32.
+const MAX_GROUP: usize = 8;
+
+/// Which micro-kernel a packed weight feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// AVX-512F FMA on f32.
+    F32,
+    /// AVX512-BF16 `vdpbf16ps`: bf16 products, f32 sums.
+    Bf16,
+}
+
+/// A `[N, K]` weight laid out panel by panel: panel `p` holds columns
+/// `32p..32p+32` for every k (f32), or for every pair of k as two bf16 in one
+/// u32 (bf16), zero-padded to whole panels and whole pairs.
+pub struct PackedB {
+    pub precision: Precision,
+    pub n: usize,
+    pub k: usize,
+    data: Vec<u32>,
+    /// Start of the 64-byte-aligned part of `data`.
+    start: usize,
+}
+
+impl std::fmt::Debug for PackedB {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedB({:?}, n={}, k={})", self.precision, self.n, self.k)
+    }
+}
+
+/// Rounds to the nearest bf16, ties to even, as PyTorch does.
+#[inline(always)]
+pub fn bf16_bits(x: f32) -> u32 {
+    let b = x.to_bits();
+    let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1))) >> 16;
+    if x.is_nan() {
+        0x7fc0
+    } else {
+        rounded
+    }
+}
+
+#[inline(always)]
+pub fn bf16_to_f32(bits: u32) -> f32 {
+    f32::from_bits(bits << 16)
+}
+
+impl PackedB {
+    /// Packs a row-major `[n, k]` weight.
+    pub fn pack(w: &[f32], n: usize, k: usize, precision: Precision) -> Self {
+        assert_eq!(w.len(), n * k, "weight length");
+        let panels = n.div_ceil(NR);
+        let rows = Self::rows_for(k, precision);
+        let len = panels * rows * NR;
+        // 16 spare elements so the used part can start on a 64-byte boundary.
+        let mut data = vec![0u32; len + 16];
+        let start = (64 - (data.as_ptr() as usize % 64)) % 64 / 4;
+        let out = &mut data[start..start + len];
+        out.par_chunks_mut(rows * NR)
+            .enumerate()
+            .for_each(|(p, panel)| {
+                for j in 0..NR.min(n - p * NR) {
+                    let row = &w[(p * NR + j) * k..][..k];
+                    for r in 0..rows {
+                        panel[r * NR + j] = match precision {
+                            Precision::F32 => row[r].to_bits(),
+                            Precision::Bf16 => {
+                                let lo = bf16_bits(row[2 * r]);
+                                let hi = row.get(2 * r + 1).map_or(0, |&x| bf16_bits(x));
+                                lo | (hi << 16)
+                            }
+                        };
+                    }
+                }
+            });
+        Self {
+            precision,
+            n,
+            k,
+            data,
+            start,
+        }
+    }
+
+    /// Packed rows per panel: k (f32) or k pairs (bf16).
+    fn rows_for(k: usize, precision: Precision) -> usize {
+        match precision {
+            Precision::F32 => k,
+            Precision::Bf16 => k.div_ceil(2),
+        }
+    }
+
+    fn rows(&self) -> usize {
+        Self::rows_for(self.k, self.precision)
+    }
+
+    fn panels(&self) -> usize {
+        self.n.div_ceil(NR)
+    }
+
+    fn panel(&self, p: usize) -> &[u32] {
+        let rows = self.rows();
+        &self.data[self.start + p * rows * NR..][..rows * NR]
+    }
+
+    /// The weight back as row-major `[n, k]` f32 (bf16 values widened).
+    pub fn unpack(&self) -> Vec<f32> {
+        let mut w = vec![0f32; self.n * self.k];
+        for (i, v) in w.iter_mut().enumerate() {
+            let (j, kk) = (i / self.k, i % self.k);
+            let panel = self.panel(j / NR);
+            *v = match self.precision {
+                Precision::F32 => f32::from_bits(panel[kk * NR + j % NR]),
+                Precision::Bf16 => {
+                    let pair = panel[(kk / 2) * NR + j % NR];
+                    bf16_to_f32(if kk % 2 == 0 { pair & 0xffff } else { pair >> 16 })
+                }
+            };
+        }
+        w
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.data.len() * 4
+    }
+}
+
+/// What happens to each finished tile: `act(acc + bias) + residual`.
+pub trait Epilogue: Sync {
+    /// `tile` holds columns `col..col+tile.len()` of output row `row`.
+    fn apply(&self, row: usize, col: usize, tile: &mut [f32]);
+}
+
+/// `C` as a raw pointer shared by the threads, which write disjoint columns.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// `c[m, ldc] = a[m, k] · bᵀ`, then `epi` per tile. `ldc` must be at least
+/// the padded width `32 · ceil(n / 32)`; the padding columns are scratch.
+///
+/// # Panics
+/// When the CPU lacks the features of `b.precision` (check [`super::supports`]).
+pub fn gemm(a: &[f32], m: usize, b: &PackedB, c: &mut [f32], ldc: usize, epi: &dyn Epilogue) {
+    let k = b.k;
+    assert!(a.len() >= m * k && ldc >= b.panels() * NR && c.len() >= m * ldc);
+    assert!(super::cpu_has(b.precision), "CPU lacks the kernel's features");
+    let parallel = m * b.n * k >= 1 << 20 && rayon::current_num_threads() > 1;
+
+    // A is packed once and shared by every group: row chunk `c` holds its
+    // `MR` rows k-major (`[c][r][i]`), so each micro-kernel reads it in order.
+    let chunk_len = b.rows() * MR;
+    let mut packed_a = vec![0u32; m.div_ceil(MR) * chunk_len];
+    let pack = |(chunk, out): (usize, &mut [u32])| {
+        pack_a(a, k, chunk * MR, MR.min(m - chunk * MR), b.precision, out)
+    };
+    if parallel {
+        packed_a.par_chunks_mut(chunk_len).enumerate().for_each(pack);
+    } else {
+        packed_a.chunks_mut(chunk_len).enumerate().for_each(pack);
+    }
+
+    let panels = b.panels();
+    let threads = if parallel { rayon::current_num_threads() } else { 1 };
+    let groups_wanted = threads * panels.div_ceil(threads * MAX_GROUP);
+    let group = panels.div_ceil(groups_wanted);
+    let out = OutPtr(c.as_mut_ptr());
+    let packed_a = &packed_a[..];
+    let run = |g: usize| {
+        let out = out;
+        let panels = g * group..((g + 1) * group).min(panels);
+        // SAFETY: features checked above; each group writes only its columns.
+        unsafe { run_group(packed_a, m, b, out.0, ldc, panels, epi) }
+    };
+    let ngroups = panels.div_ceil(group);
+    if parallel {
+        (0..ngroups).into_par_iter().for_each(run);
+    } else {
+        (0..ngroups).for_each(run);
+    }
+}
+
+/// One thread's share: every row, the columns of `panels`.
+unsafe fn run_group(
+    packed_a: &[u32],
+    m: usize,
+    b: &PackedB,
+    c: *mut f32,
+    ldc: usize,
+    panels: std::ops::Range<usize>,
+    epi: &dyn Epilogue,
+) {
+    let rows = b.rows();
+    // Rows in blocks of `MC` so that their output tiles stay in L2 across
+    // the K blocks; within a block, each `W` panel slice is reused by every
+    // row chunk and each packed `A` chunk by every panel.
+    for m0 in (0..m).step_by(MC) {
+        let m1 = (m0 + MC).min(m);
+        let mut r0 = 0;
+        while r0 < rows {
+            let kc = KC.min(rows - r0);
+            let (first, last) = (r0 == 0, r0 + kc == rows);
+            for p in panels.clone() {
+                let bp = b.panel(p)[r0 * NR..].as_ptr();
+                for i0 in (m0..m1).step_by(MR) {
+                    let mr = MR.min(m - i0);
+                    let ap = packed_a[(i0 / MR) * rows * MR + r0 * MR..].as_ptr();
+                    let cp = c.add(i0 * ldc + p * NR);
+                    match b.precision {
+                        Precision::F32 => tile_f32(mr, kc, ap.cast(), bp.cast(), cp, ldc, first),
+                        Precision::Bf16 => tile_bf16(mr, kc, ap, bp, cp, ldc, first),
+                    }
+                    if last {
+                        let cols = NR.min(b.n - p * NR);
+                        for i in 0..mr {
+                            let row = std::slice::from_raw_parts_mut(cp.add(i * ldc), cols);
+                            epi.apply(i0 + i, p * NR, row);
+                        }
+                    }
+                }
+            }
+            r0 += kc;
+        }
+    }
+}
+
+/// Copies rows `i0..i0+mr` of `a` into `out` k-major (`out[r * MR + i]`), as
+/// f32 bits or as bf16 pairs (`r` then counts pairs).
+fn pack_a(a: &[f32], k: usize, i0: usize, mr: usize, precision: Precision, out: &mut [u32]) {
+    for i in 0..mr {
+        let row = &a[(i0 + i) * k..][..k];
+        match precision {
+            Precision::F32 => {
+                for (r, &x) in row.iter().enumerate() {
+                    out[r * MR + i] = x.to_bits();
+                }
+            }
+            Precision::Bf16 => {
+                for (r, pair) in row.chunks(2).enumerate() {
+                    let hi = pair.get(1).map_or(0, |&x| bf16_bits(x));
+                    out[r * MR + i] = bf16_bits(pair[0]) | (hi << 16);
+                }
+            }
+        }
+    }
+}
+
+/// Dispatches the row count to a const-generic micro-kernel.
+macro_rules! by_rows {
+    ($mr:expr, $f:ident, $($arg:expr),*) => {
+        match $mr {
+            1 => $f::<1>($($arg),*), 2 => $f::<2>($($arg),*), 3 => $f::<3>($($arg),*),
+            4 => $f::<4>($($arg),*), 5 => $f::<5>($($arg),*), 6 => $f::<6>($($arg),*),
+            7 => $f::<7>($($arg),*), 8 => $f::<8>($($arg),*), 9 => $f::<9>($($arg),*),
+            10 => $f::<10>($($arg),*), 11 => $f::<11>($($arg),*), _ => $f::<12>($($arg),*),
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+unsafe fn tile_f32(mr: usize, kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, first: bool) {
+    by_rows!(mr, micro_f32, kc, a, b, c, ldc, first)
+}
+
+#[cfg(target_arch = "x86_64")]
+unsafe fn tile_bf16(mr: usize, kc: usize, a: *const u32, b: *const u32, c: *mut f32, ldc: usize, first: bool) {
+    by_rows!(mr, micro_bf16, kc, a, b, c, ldc, first)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn micro_f32<const R: usize>(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, first: bool) {
+    let (mut lo, mut hi) = load_acc::<R>(c, ldc, first);
+    for r in 0..kc {
+        let b0 = _mm512_loadu_ps(b.add(r * NR));
+        let b1 = _mm512_loadu_ps(b.add(r * NR + 16));
+        for i in 0..R {
+            let x = _mm512_set1_ps(*a.add(r * MR + i));
+            lo[i] = _mm512_fmadd_ps(x, b0, lo[i]);
+            hi[i] = _mm512_fmadd_ps(x, b1, hi[i]);
+        }
+    }
+    store_acc::<R>(c, ldc, &lo, &hi);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn micro_bf16<const R: usize>(kc: usize, a: *const u32, b: *const u32, c: *mut f32, ldc: usize, first: bool) {
+    let (mut lo, mut hi) = load_acc::<R>(c, ldc, first);
+    for r in 0..kc {
+        let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(r * NR).cast()));
+        let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(r * NR + 16).cast()));
+        for i in 0..R {
+            let x: __m512bh = std::mem::transmute(_mm512_set1_epi32(*a.add(r * MR + i) as i32));
+            lo[i] = _mm512_dpbf16_ps(lo[i], x, b0);
+            hi[i] = _mm512_dpbf16_ps(hi[i], x, b1);
+        }
+    }
+    store_acc::<R>(c, ldc, &lo, &hi);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn load_acc<const R: usize>(c: *const f32, ldc: usize, first: bool) -> ([__m512; R], [__m512; R]) {
+    let mut lo = [_mm512_setzero_ps(); R];
+    let mut hi = [_mm512_setzero_ps(); R];
+    if !first {
+        for i in 0..R {
+            lo[i] = _mm512_loadu_ps(c.add(i * ldc));
+            hi[i] = _mm512_loadu_ps(c.add(i * ldc + 16));
+        }
+    }
+    (lo, hi)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn store_acc<const R: usize>(c: *mut f32, ldc: usize, lo: &[__m512; R], hi: &[__m512; R]) {
+    for i in 0..R {
+        _mm512_storeu_ps(c.add(i * ldc), lo[i]);
+        _mm512_storeu_ps(c.add(i * ldc + 16), hi[i]);
+    }
+}
+
+// Never called: `cpu_has` is false off x86-64, so nothing is packed there.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn tile_f32(_: usize, _: usize, _: *const f32, _: *const f32, _: *mut f32, _: usize, _: bool) {
+    unreachable!("AVX-512 kernels on a non-x86 CPU")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn tile_bf16(_: usize, _: usize, _: *const u32, _: *const u32, _: *mut f32, _: usize, _: bool) {
+    unreachable!("AVX-512 kernels on a non-x86 CPU")
+}
