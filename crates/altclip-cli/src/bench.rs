@@ -150,7 +150,7 @@ fn image_case(clip: &AltClip, args: &Args, tag: &str, batch: usize) -> Result<Ca
         .map(|x| x * 4.0 - 2.0)
         .collect();
     let pixels = candle_core::Tensor::from_vec(pixels, (batch, 3, side, side), &clip.device)?
-        .to_dtype(clip.dtype)?;
+        .to_dtype(clip.activation_dtype)?;
     let times = measure(args.warmup, args.reps, || {
         clip.model
             .image_features(&pixels)?

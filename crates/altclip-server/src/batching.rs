@@ -273,7 +273,7 @@ fn run_images(shared: &Shared, clip: &AltClip, batch: Vec<Pending<Vec<f32>>>) {
             (n, 3, h as usize, w as usize),
             &clip.device,
         )?
-        .to_dtype(clip.dtype)?;
+        .to_dtype(clip.activation_dtype)?;
         let rows = clip.model.image_features(&t)?.to_vec2::<f32>()?;
         Ok(normalize_rows(rows))
     })();

@@ -9,6 +9,7 @@ use image::{DynamicImage, RgbImage};
 use crate::config::AltClipConfig;
 use crate::error::{Error, Result};
 use crate::hub::{self, ModelDir};
+use crate::kernels;
 use crate::nn::{l2_normalize, Linear};
 use crate::preprocess::{to_rgb, Preprocessor};
 use crate::text::{TextInputs, TextTower};
@@ -134,7 +135,11 @@ pub struct AltClip {
     pub files: ModelDir,
     /// The weight files read (one, or every shard).
     pub weight_files: Vec<std::path::PathBuf>,
+    /// The dtype asked for.
     pub dtype: DType,
+    /// The dtype of the activations: `dtype`, except for bf16 on CPUs with
+    /// AVX512-BF16, where they stay f32 and only the matmuls run in bf16.
+    pub activation_dtype: DType,
     pub device: Device,
 }
 
@@ -163,7 +168,11 @@ impl AltClip {
                 });
             }
         }
-        let weights = Weights::from_dir(dir, opts.dtype, &opts.device)?;
+        let (activation_dtype, linear_dtype) = kernels::plan(opts.dtype, &opts.device);
+        let mut weights = Weights::from_dir(dir, activation_dtype, &opts.device)?;
+        if let Some(dtype) = linear_dtype {
+            weights = weights.with_linear_dtype(dtype);
+        }
         let model = AltClipModel::load(&weights, &config)?;
         Ok(Self {
             model,
@@ -173,6 +182,7 @@ impl AltClip {
             files,
             weight_files: weights.paths().to_vec(),
             dtype: opts.dtype,
+            activation_dtype,
             device: opts.device.clone(),
         })
     }
@@ -231,7 +241,7 @@ impl AltClip {
             (images.len(), 3, h as usize, w as usize),
             &self.device,
         )?;
-        Ok(t.to_dtype(self.dtype)?)
+        Ok(t.to_dtype(self.activation_dtype)?)
     }
 
     /// `get_image_features` per RGB image: unnormalised.

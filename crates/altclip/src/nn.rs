@@ -1,43 +1,97 @@
 //! The few layers both towers are made of, loaded by checkpoint key names.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Tensor, D};
 
 use crate::config::Activation;
+use crate::kernels::{PackedLinear, Precision};
 use crate::error::Result;
 use crate::weights::Weights;
 
 /// `y = x·Wᵀ + b`, with `W` stored `[out, in]` as in PyTorch.
+///
+/// At inference on a CPU with AVX-512 the weight is packed once for
+/// [`crate::kernels`], which also fuse the activation and residual add of
+/// [`Linear::forward_fused`]; otherwise it is a candle matmul.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: Tensor,
-    bias: Option<Tensor>,
+    kind: LinearKind,
+}
+
+#[derive(Debug, Clone)]
+enum LinearKind {
+    Candle { weight: Tensor, bias: Option<Tensor> },
+    Packed(Arc<PackedLinear>),
 }
 
 impl Linear {
     /// Loads `{name}.weight` and `{name}.bias`.
     pub fn load(w: &Weights, in_dim: usize, out_dim: usize) -> Result<Self> {
-        Ok(Self {
-            weight: w.get(&[out_dim, in_dim], "weight")?,
-            bias: Some(w.get(&[out_dim], "bias")?),
-        })
+        Self::load_parts(w, in_dim, out_dim, true)
     }
 
     /// Loads `{name}.weight` only, for bias-free projections.
     pub fn load_no_bias(w: &Weights, in_dim: usize, out_dim: usize) -> Result<Self> {
-        Ok(Self {
-            weight: w.get(&[out_dim, in_dim], "weight")?,
-            bias: None,
-        })
+        Self::load_parts(w, in_dim, out_dim, false)
+    }
+
+    fn load_parts(w: &Weights, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+        let precision = w.linear_precision();
+        // Packing starts from f32 whatever the kernel's precision.
+        let dtype = precision.map_or(w.dtype(), |_| DType::F32);
+        let weight = w.get_as(&[out_dim, in_dim], "weight", dtype)?;
+        let bias = match bias {
+            true => Some(w.get_as(&[out_dim], "bias", dtype)?),
+            false => None,
+        };
+        Self::from_parts(weight, bias, precision)
+    }
+
+    /// A layer from tensors: packed for the kernels when `precision` is set.
+    pub fn from_parts(weight: Tensor, bias: Option<Tensor>, precision: Option<Precision>) -> Result<Self> {
+        let kind = match precision {
+            Some(p) => LinearKind::Packed(Arc::new(PackedLinear::new(&weight, bias.as_ref(), p)?)),
+            None => LinearKind::Candle { weight, bias },
+        };
+        Ok(Self { kind })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let w = self.weight.t()?;
+        self.forward_fused(x, None, None)
+    }
+
+    /// `act(x·Wᵀ + b) + residual`, in one pass over the output where the
+    /// kernels run.
+    pub fn forward_fused(&self, x: &Tensor, act: Option<Activation>, residual: Option<&Tensor>) -> Result<Tensor> {
+        let fallback;
+        let (weight, bias) = match &self.kind {
+            LinearKind::Packed(p) => {
+                let fits = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32 && !t.track_op();
+                if fits(x) && residual.is_none_or(fits) {
+                    return p.forward(x, act, residual);
+                }
+                // Autograd or an unusual input: unpack and take candle's path.
+                fallback = p.unpack(x.device())?;
+                (&fallback.0.to_dtype(x.dtype())?, fallback.1.as_ref())
+            }
+            LinearKind::Candle { weight, bias } => (weight, bias.as_ref()),
+        };
+        let w = weight.t()?;
         let y = match x.dims() {
             [b, l, d] => x.reshape((b * l, *d))?.matmul(&w)?.reshape((*b, *l, ()))?,
             _ => x.matmul(&w)?,
         };
-        Ok(match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
+        let y = match bias {
+            Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?)?,
+            None => y,
+        };
+        let y = match act {
+            Some(act) => activate(act, &y)?,
+            None => y,
+        };
+        Ok(match residual {
+            Some(r) => (y + r)?,
             None => y,
         })
     }
@@ -148,6 +202,11 @@ impl Attention {
     /// (`[B, 1, 1, L]` for padding, `[B, 1, L, L]` for causal masks; 0 to keep,
     /// very negative to drop).
     pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        self.forward_add(x, mask, None)
+    }
+
+    /// [`Attention::forward`] plus `residual`, added in the output projection.
+    pub fn forward_add(&self, x: &Tensor, mask: Option<&Tensor>, residual: Option<&Tensor>) -> Result<Tensor> {
         let (b, l, d) = x.dims3()?;
         let split = |t: Tensor| -> Result<Tensor> {
             Ok(t.reshape((b, l, self.heads, d / self.heads))?
@@ -165,7 +224,7 @@ impl Attention {
         let dtype = scores.dtype();
         let probs = softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(dtype)?;
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, d))?;
-        self.out.forward(&ctx)
+        self.out.forward_fused(&ctx, None, residual)
     }
 }
 
@@ -211,9 +270,9 @@ impl ClipEncoderLayer {
 
     /// `x`: `[B, L, hidden]`; `mask` as in [`Attention::forward`].
     pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        let x = (x + self.attention.forward(&self.norm1.forward(x)?, mask)?)?;
-        let h = activate(self.act, &self.fc1.forward(&self.norm2.forward(&x)?)?)?;
-        Ok((&x + self.fc2.forward(&h)?)?)
+        let x = self.attention.forward_add(&self.norm1.forward(x)?, mask, Some(x))?;
+        let h = self.fc1.forward_fused(&self.norm2.forward(&x)?, Some(self.act), None)?;
+        self.fc2.forward_fused(&h, None, Some(&x))
     }
 }
 

@@ -5,7 +5,7 @@ use candle_core::{Device, Tensor};
 
 use crate::config::TextConfig;
 use crate::error::{Error, Result};
-use crate::nn::{activate, Attention, AttentionKeys, LayerNorm, Linear};
+use crate::nn::{Attention, AttentionKeys, LayerNorm, Linear};
 use crate::weights::Weights;
 
 /// Token ids of a batch, padded to the longest sequence, with the tensors the
@@ -125,10 +125,10 @@ impl Layer {
     }
 
     fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let a = self.attention.forward(x, Some(mask))?;
-        let a = self.attention_norm.forward(&(a + x)?)?;
-        let h = activate(self.act, &self.intermediate.forward(&a)?)?;
-        self.output_norm.forward(&(self.output.forward(&h)? + a)?)
+        let a = self.attention.forward_add(x, Some(mask), Some(x))?;
+        let a = self.attention_norm.forward(&a)?;
+        let h = self.intermediate.forward_fused(&a, Some(self.act), None)?;
+        self.output_norm.forward(&self.output.forward_fused(&h, None, Some(&a))?)
     }
 }
 

@@ -5,13 +5,13 @@ use candle_core::{Tensor, D};
 
 use crate::config::VisionConfig;
 use crate::error::{Error, Result};
-use crate::nn::{ClipEncoderLayer, ClipLayerDims, LayerNorm};
+use crate::nn::{ClipEncoderLayer, ClipLayerDims, LayerNorm, Linear};
 use crate::weights::Weights;
 
 /// `AltCLIPVisionTransformer`.
 pub struct VisionTower {
     /// Patch embedding as a matrix `[hidden, C·P·P]`: a stride-P conv without bias.
-    patch_weight: Tensor,
+    patch: Linear,
     class_embedding: Tensor,
     position_embedding: Tensor,
     pre_layrnorm: LayerNorm,
@@ -38,7 +38,7 @@ impl VisionTower {
             .map(|i| ClipEncoderLayer::load(&w.pp(format!("{prefix}.{i}")), dims))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            patch_weight: patch.reshape((h, c * p * p))?,
+            patch: Linear::from_parts(patch.reshape((h, c * p * p))?, None, w.linear_precision())?,
             class_embedding: e.get(&[h], "class_embedding")?,
             position_embedding: e.get(&[cfg.num_positions(), h], "position_embedding.weight")?,
             pre_layrnorm: LayerNorm::load(&w.pp("pre_layrnorm"), h, cfg.layer_norm_eps)?,
@@ -63,15 +63,14 @@ impl VisionTower {
                 self.cfg.num_channels
             )));
         }
+        let pixel_values = pixel_values.to_dtype(self.class_embedding.dtype())?;
         // Row-major patch order, each patch flattened as (channel, row, col) like the conv kernel.
         let patches = pixel_values
             .reshape((b, c, g, p, g, p))?
             .permute((0, 2, 4, 1, 3, 5))?
             .contiguous()?
             .reshape((b * g * g, c * p * p))?;
-        let x = patches
-            .matmul(&self.patch_weight.t()?)?
-            .reshape((b, g * g, ()))?;
+        let x = self.patch.forward(&patches)?.reshape((b, g * g, ()))?;
         let cls =
             self.class_embedding
                 .reshape((1, 1, ()))?

@@ -15,6 +15,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use safetensors::tensor::{Metadata, TensorView};
 
+use crate::kernels::{self, Precision};
 use crate::error::{Error, Result};
 use crate::hub::WEIGHT_FILES;
 
@@ -99,6 +100,8 @@ pub struct Weights {
     inner: Arc<Inner>,
     prefix: String,
     trainable: Option<Trainable>,
+    /// Dtype the linear layers pack their weights in, when not the model dtype.
+    linear_dtype: Option<DType>,
 }
 
 /// Where a trainable view registers the variables it creates.
@@ -175,6 +178,7 @@ impl Weights {
             }),
             prefix: String::new(),
             trainable: None,
+            linear_dtype: None,
         })
     }
 
@@ -197,6 +201,7 @@ impl Weights {
             }),
             prefix: String::new(),
             trainable: None,
+            linear_dtype: None,
         }
     }
 
@@ -210,6 +215,7 @@ impl Weights {
                 vars: t.vars.clone(),
                 prefix: join_key(&t.prefix, &name),
             }),
+            linear_dtype: self.linear_dtype,
         }
     }
 
@@ -225,7 +231,30 @@ impl Weights {
                 vars: vars.clone(),
                 prefix: name.to_string(),
             }),
+            linear_dtype: self.linear_dtype,
         }
+    }
+
+    /// The same view, with linear layers computing in `dtype` (e.g. bf16
+    /// weights under f32 activations, see [`crate::kernels::plan`]).
+    pub fn with_linear_dtype(mut self, dtype: DType) -> Self {
+        self.linear_dtype = Some(dtype);
+        self
+    }
+
+    /// The dtype tensors load in unless asked otherwise.
+    pub fn dtype(&self) -> DType {
+        self.inner.dtype
+    }
+
+    /// The kernel precision linear layers loaded through this view pack
+    /// their weights for; `None` (candle's matmul) while training, off the
+    /// CPU, or where the CPU lacks the kernel.
+    pub fn linear_precision(&self) -> Option<Precision> {
+        if self.trainable.is_some() || !self.inner.device.is_cpu() {
+            return None;
+        }
+        kernels::precision_for(self.linear_dtype.unwrap_or(self.inner.dtype))
     }
 
     fn key(&self, name: &str) -> String {

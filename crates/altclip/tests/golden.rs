@@ -398,13 +398,16 @@ fn rgb_conversion_matches_transformers() {
     }
 }
 
+/// bf16 (the AVX512-BF16 kernels where the CPU has them) keeps a cosine of
+/// 0.999 to the f32 reference, as promised in the README; f16 runs through
+/// candle and keeps 0.99.
 #[test]
 fn half_precision_stays_close_to_f32() {
     let reference = read_json(&fixtures().join("tiny-224/reference.json"));
     let texts = strings(&reference["texts"]);
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let img = open_rgb(&fixtures().join("images/photo.png"), DEFAULT_MAX_PIXELS).unwrap();
-    for dtype in [DType::BF16, DType::F16] {
+    for (dtype, min_cos) in [(DType::BF16, 0.999), (DType::F16, 0.99)] {
         let opts = LoadOptions {
             dtype,
             ..LoadOptions::default()
@@ -416,15 +419,12 @@ fn half_precision_stays_close_to_f32() {
             .iter()
             .zip(rows(&reference["text_features"]))
         {
-            assert!(
-                compare(o, &r).0 > 0.99,
-                "{dtype:?} text cosine {}",
-                compare(o, &r).0
-            );
+            let cos = compare(o, &r).0;
+            assert!(cos > min_cos, "{dtype:?} text cosine {cos}");
         }
         let ours = clip.image_features(std::slice::from_ref(&img)).unwrap();
-        let expected = &rows(&reference["image_features"])[0];
-        assert!(compare(&ours[0], expected).0 > 0.99, "{dtype:?} image");
+        let cos = compare(&ours[0], &rows(&reference["image_features"])[0]).0;
+        assert!(cos > min_cos, "{dtype:?} image cosine {cos}");
     }
 }
 

@@ -11,7 +11,7 @@ mod gemm;
 pub mod math;
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Shape, Tensor};
 
 pub use gemm::Precision;
 use gemm::{Epilogue, PackedB, NR};
@@ -54,6 +54,19 @@ pub fn precision_for(dtype: DType) -> Option<Precision> {
     supports(p).then_some(p)
 }
 
+/// How a model requested in `dtype` runs on `device`: the dtype of its
+/// activations, and the dtype its linear layers compute in where that differs.
+/// bf16 on a CPU with AVX512-BF16 keeps the activations (LayerNorm, softmax,
+/// residuals) in f32 and computes only the matmuls in bf16, as PyTorch's
+/// autocast does; candle alone would widen bf16 to f32 in every op.
+pub fn plan(dtype: DType, device: &Device) -> (DType, Option<DType>) {
+    if dtype == DType::BF16 && device.is_cpu() && supports(Precision::Bf16) {
+        (DType::F32, Some(DType::BF16))
+    } else {
+        (dtype, None)
+    }
+}
+
 /// One line naming the linear-layer path in use, for `bench` and `info`.
 pub fn describe(dtype: DType) -> &'static str {
     match precision_for(dtype) {
@@ -94,7 +107,7 @@ impl PackedLinear {
     }
 
     /// The weight (as f32) and bias as tensors, for the candle fallback.
-    pub fn unpack(&self, device: &candle_core::Device) -> Result<(Tensor, Option<Tensor>)> {
+    pub fn unpack(&self, device: &Device) -> Result<(Tensor, Option<Tensor>)> {
         let w = Tensor::from_vec(self.weight.unpack(), (self.weight.n, self.weight.k), device)?;
         let b = match &self.bias {
             Some(b) => Some(Tensor::from_slice(b, b.len(), device)?),
