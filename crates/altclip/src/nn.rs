@@ -37,15 +37,23 @@ impl Linear {
     }
 
     fn load_parts(w: &Weights, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
-        let precision = w.linear_precision();
-        // Packing starts from f32 whatever the kernel's precision.
-        let dtype = precision.map_or(w.dtype(), |_| DType::F32);
-        let weight = w.get_as(&[out_dim, in_dim], "weight", dtype)?;
-        let bias = match bias {
-            true => Some(w.get_as(&[out_dim], "bias", dtype)?),
-            false => None,
+        let Some(precision) = w.linear_precision() else {
+            let weight = w.get(&[out_dim, in_dim], "weight")?;
+            let bias = bias.then(|| w.get(&[out_dim], "bias")).transpose()?;
+            return Ok(Self {
+                kind: LinearKind::Candle { weight, bias },
+            });
         };
-        Self::from_parts(weight, bias, precision)
+        // Packed straight from the file: the weight is never held twice.
+        let bias = bias
+            .then(|| w.read_f32(&[out_dim], "bias", |b| Ok(b.to_vec())))
+            .transpose()?;
+        let packed = w.read_f32(&[out_dim, in_dim], "weight", |data| {
+            Ok(PackedLinear::from_f32(data, out_dim, in_dim, bias, precision))
+        })?;
+        Ok(Self {
+            kind: LinearKind::Packed(Arc::new(packed)),
+        })
     }
 
     /// A layer from tensors: packed for the kernels when `precision` is set.

@@ -75,6 +75,37 @@ impl MappedFile {
     }
 }
 
+impl MappedFile {
+    /// Calls `f` with tensor `name` as f32: straight from the map when it is
+    /// stored as aligned little-endian f32, else converted. Its pages are
+    /// dropped afterwards, as in [`MappedFile::load`].
+    fn with_f32<R>(&self, name: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<Option<R>> {
+        let Some(info) = self.metadata.info(name) else {
+            return Ok(None);
+        };
+        let (start, end) = info.data_offsets;
+        let range = self.data_start + start..self.data_start + end;
+        let bytes = &self.mmap[range.clone()];
+        let result = match info.dtype {
+            safetensors::Dtype::F32 if cfg!(target_endian = "little") && bytes.as_ptr().align_offset(4) == 0 => {
+                // SAFETY: aligned, length a multiple of 4 (checked by the
+                // metadata parser), and every bit pattern is a valid f32.
+                f(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), bytes.len() / 4) })?
+            }
+            _ => {
+                let t = self.load(name, &Device::Cpu)?.expect("present");
+                f(&t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)?
+            }
+        };
+        #[cfg(unix)]
+        // SAFETY: as in `load`.
+        let _ = unsafe {
+            self.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, range.start, range.len())
+        };
+        Ok(Some(result))
+    }
+}
+
 enum Store {
     Safetensors(Vec<MappedFile>),
     Pickle(PthTensors),
@@ -343,7 +374,8 @@ impl Weights {
         Ok(tensor)
     }
 
-    fn load(&self, dims: &[usize], name: &str, dtype: DType) -> Result<Tensor> {
+    /// The full key of `name`, after checking that it exists with shape `dims`.
+    fn checked_key(&self, dims: &[usize], name: &str) -> Result<String> {
         let key = self.key(name);
         let Some(found) = self.shape_of(&key) else {
             return Err(self.missing(key));
@@ -356,6 +388,38 @@ impl Weights {
                 found,
             });
         }
+        Ok(key)
+    }
+
+    /// Calls `f` with the elements of `name` (shape `dims`) as row-major f32,
+    /// without a copy where the file stores aligned f32: for packing weights
+    /// into another layout without holding them twice. Not trainable.
+    pub fn read_f32<R>(&self, dims: &[usize], name: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+        let key = self.checked_key(dims, name)?;
+        self.inner
+            .loaded
+            .fetch_add(dims.iter().product::<usize>() as u64, Ordering::Relaxed);
+        if let Store::Safetensors(files) = &self.inner.store {
+            if let Some(file) = files.iter().find(|f| f.shape(&key).is_some()) {
+                return file.with_f32(&key, f)?.ok_or_else(|| self.missing(key));
+            }
+        }
+        // Other stores: through a tensor (not counted twice).
+        let t = self.load_uncounted(&key)?;
+        f(&t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    fn load(&self, dims: &[usize], name: &str, dtype: DType) -> Result<Tensor> {
+        let key = self.checked_key(dims, name)?;
+        let tensor = self.load_uncounted(&key)?;
+        self.inner
+            .loaded
+            .fetch_add(tensor.elem_count() as u64, Ordering::Relaxed);
+        Ok(tensor.to_dtype(dtype)?)
+    }
+
+    fn load_uncounted(&self, key: &str) -> Result<Tensor> {
+        let key = key.to_string();
         let device = &self.inner.device;
         let tensor = match &self.inner.store {
             Store::Safetensors(files) => files
@@ -365,14 +429,10 @@ impl Weights {
             Store::Pickle(pth) => Some(pth.get(&key).map_err(Error::from)),
             Store::Memory(map) => map.get(&key).map(|t| Ok(Some(t.to_device(device)?))),
         };
-        let tensor = tensor
+        tensor
             .transpose()?
             .flatten()
-            .ok_or_else(|| self.missing(key.clone()))?;
-        self.inner
-            .loaded
-            .fetch_add(tensor.elem_count() as u64, Ordering::Relaxed);
-        Ok(tensor.to_dtype(dtype)?)
+            .ok_or_else(|| self.missing(key.clone()))
     }
 
     /// Number of elements loaded through any view of this checkpoint.

@@ -92,10 +92,15 @@ impl PackedLinear {
             Some(b) => Some(b.to_dtype(DType::F32)?.to_vec1::<f32>()?),
             None => None,
         };
-        Ok(Self {
-            weight: PackedB::pack(&w, n, k, precision),
+        Ok(Self::from_f32(&w, n, k, bias, precision))
+    }
+
+    /// Packs a row-major `[n, k]` weight given as f32.
+    pub fn from_f32(weight: &[f32], n: usize, k: usize, bias: Option<Vec<f32>>, precision: Precision) -> Self {
+        Self {
+            weight: PackedB::pack(weight, n, k, precision),
             bias,
-        })
+        }
     }
 
     pub fn out_dim(&self) -> usize {
