@@ -5,7 +5,7 @@ use std::sync::Arc;
 use candle_core::{DType, Tensor, D};
 
 use crate::config::Activation;
-use crate::kernels::{PackedLinear, Precision};
+use crate::kernels::{self, PackedLinear, Precision};
 use crate::error::Result;
 use crate::weights::Weights;
 
@@ -224,13 +224,24 @@ impl Attention {
         let q = split(self.q.forward(x)?)?;
         let k = split(self.k.forward(x)?)?;
         let v = split(self.v.forward(x)?)?;
-        let scores = (q.matmul(&k.t()?)? * self.scale)?;
-        let scores = match mask {
-            Some(m) => scores.broadcast_add(m)?,
-            None => scores,
+        let scores = q.matmul(&k.t()?)?;
+        let fast = scores.device().is_cpu()
+            && scores.dtype() == DType::F32
+            && !needs_grad(&[&scores])
+            && kernels::supports(Precision::F32);
+        let probs = match mask {
+            Some(m) if fast => kernels::scaled_softmax_last_dim(&(scores * self.scale)?.broadcast_add(m)?, 1.0)?,
+            None if fast => kernels::scaled_softmax_last_dim(&scores, self.scale as f32)?,
+            _ => {
+                let scores = (scores * self.scale)?;
+                let scores = match mask {
+                    Some(m) => scores.broadcast_add(m)?,
+                    None => scores,
+                };
+                let dtype = scores.dtype();
+                softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(dtype)?
+            }
         };
-        let dtype = scores.dtype();
-        let probs = softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(dtype)?;
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, d))?;
         self.out.forward_fused(&ctx, None, residual)
     }

@@ -5,11 +5,15 @@
 use crate::config::Activation;
 
 /// `exp(x)` to about 1 ulp (Cephes `expf`), inputs clamped to the finite range.
+/// Integer conversions go through the bits of `x + 1.5·2²³` rather than
+/// `as i32`, whose saturating semantics would keep the loop scalar.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
-    let x = x.clamp(-87.3, 88.7);
-    let n = (x * LOG2E + 0.5).floor();
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
+    let x = x.max(-87.3).min(88.7);
+    let shifted = x * LOG2E + MAGIC;
+    let n = shifted - MAGIC;
     let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
     let mut p = 1.987_569_1e-4;
     p = p * r + 1.398_199_9e-3;
@@ -18,7 +22,9 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 5.000_000_1e-1;
     let y = p * r * r + r + 1.0;
-    y * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    // The low mantissa bits of `shifted` hold n; 2^n is n + 127 in the exponent.
+    let n_int = (shifted.to_bits() as i32).wrapping_sub(0x4b40_0000);
+    y * f32::from_bits((n_int.wrapping_add(127) as u32) << 23)
 }
 
 /// `erfc(|z|)` with fractional error below 1.2e-7 (Numerical Recipes' Chebyshev fit).

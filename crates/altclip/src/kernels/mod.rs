@@ -9,6 +9,9 @@
 
 mod gemm;
 pub mod math;
+mod softmax;
+
+pub use softmax::scaled_softmax_last_dim;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Shape, Tensor};
