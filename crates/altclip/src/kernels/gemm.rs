@@ -199,41 +199,46 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
-/// `c[m, ldc] = a[m, k] · bᵀ`, then `epi` per tile. `ldc` must be at least
-/// the padded width `32 · ceil(n / 32)`; the padding columns are scratch.
+/// `c[m, ldc] = a[m, k] · bᵀ`, then `epi` on every output row segment. `c`
+/// may be uninitialised: every element of the `m × 32·ceil(n/32)` block is
+/// written before it is read (the columns past `n` are scratch).
+///
+/// # Safety
+/// `c` must be valid for writes of `m` rows of `ldc ≥ 32·ceil(n/32)` floats.
 ///
 /// # Panics
 /// When the CPU lacks the features of `b.precision` (check [`super::supports`]).
-pub fn gemm(a: &[f32], m: usize, b: &PackedB, c: &mut [f32], ldc: usize, epi: &dyn Epilogue) {
+pub unsafe fn gemm(a: &[f32], m: usize, b: &PackedB, c: *mut f32, ldc: usize, epi: &dyn Epilogue) {
     let k = b.k;
-    assert!(a.len() >= m * k && ldc >= b.panels() * NR && c.len() >= m * ldc);
+    assert!(a.len() >= m * k && ldc >= b.panels() * NR);
     assert!(super::cpu_has(b.precision), "CPU lacks the kernel's features");
     let parallel = m * b.n * k >= 1 << 20 && rayon::current_num_threads() > 1;
 
-    // A is packed once and shared by every group: row chunk `c` holds its
-    // `MR` rows k-major (`[c][r][i]`), so each micro-kernel reads it in order.
-    let chunk_len = b.rows() * MR;
-    let mut packed_a = vec![0u32; m.div_ceil(MR) * chunk_len];
-    let pack = |(chunk, out): (usize, &mut [u32])| {
-        pack_a(a, k, chunk * MR, MR.min(m - chunk * MR), b.precision, out)
-    };
+    // A once more, row-major with a padded row stride: as bf16 pairs for the
+    // bf16 kernel, and for both so that the 12 rows a micro-kernel reads do
+    // not fall into the same L1 sets (as 4 KiB-multiple strides would).
+    let lda = b.rows().next_multiple_of(16) + 16;
+    let mut packed_a = SCRATCH.take();
+    packed_a.clear();
+    packed_a.resize(m * lda, 0);
+    let pack = |(i, out): (usize, &mut [u32])| pack_a_row(&a[i * k..][..k], b.precision, out);
     if parallel {
-        packed_a.par_chunks_mut(chunk_len).enumerate().for_each(pack);
+        packed_a.par_chunks_mut(lda).enumerate().for_each(pack);
     } else {
-        packed_a.chunks_mut(chunk_len).enumerate().for_each(pack);
+        packed_a.chunks_mut(lda).enumerate().for_each(pack);
     }
 
     let panels = b.panels();
     let threads = if parallel { rayon::current_num_threads() } else { 1 };
     let groups_wanted = threads * panels.div_ceil(threads * MAX_GROUP);
     let group = panels.div_ceil(groups_wanted);
-    let out = OutPtr(c.as_mut_ptr());
-    let packed_a = &packed_a[..];
+    let out = OutPtr(c);
+    let a_ref = &packed_a[..];
     let run = |g: usize| {
         let out = out;
         let panels = g * group..((g + 1) * group).min(panels);
         // SAFETY: features checked above; each group writes only its columns.
-        unsafe { run_group(packed_a, m, b, out.0, ldc, panels, epi) }
+        unsafe { run_group(a_ref, lda, m, b, out.0, ldc, panels, epi) }
     };
     let ngroups = panels.div_ceil(group);
     if parallel {
@@ -241,11 +246,20 @@ pub fn gemm(a: &[f32], m: usize, b: &PackedB, c: &mut [f32], ldc: usize, epi: &d
     } else {
         (0..ngroups).for_each(run);
     }
+    SCRATCH.set(packed_a);
+}
+
+thread_local! {
+    /// The packed copy of A, reused between calls (taken, so a nested call
+    /// on the same thread simply allocates its own).
+    static SCRATCH: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// One thread's share: every row, the columns of `panels`.
+#[allow(clippy::too_many_arguments)]
 unsafe fn run_group(
-    packed_a: &[u32],
+    a: &[u32],
+    lda: usize,
     m: usize,
     b: &PackedB,
     c: *mut f32,
@@ -254,55 +268,55 @@ unsafe fn run_group(
     epi: &dyn Epilogue,
 ) {
     let rows = b.rows();
+    let col0 = panels.start * NR;
+    let cols = b.n.min(panels.end * NR) - col0;
     // Rows in blocks of `MC` so that their output tiles stay in L2 across
     // the K blocks; within a block, each `W` panel slice is reused by every
-    // row chunk and each packed `A` chunk by every panel.
+    // row chunk and each slice of `A` by every panel.
     for m0 in (0..m).step_by(MC) {
         let m1 = (m0 + MC).min(m);
         let mut r0 = 0;
         while r0 < rows {
             let kc = KC.min(rows - r0);
-            let (first, last) = (r0 == 0, r0 + kc == rows);
             for p in panels.clone() {
                 let bp = b.panel(p)[r0 * NR..].as_ptr();
                 for i0 in (m0..m1).step_by(MR) {
                     let mr = MR.min(m - i0);
-                    let ap = packed_a[(i0 / MR) * rows * MR + r0 * MR..].as_ptr();
+                    let ap = a[i0 * lda + r0..].as_ptr();
                     let cp = c.add(i0 * ldc + p * NR);
                     match b.precision {
-                        Precision::F32 => tile_f32(mr, kc, ap.cast(), bp.cast(), cp, ldc, first),
-                        Precision::Bf16 => tile_bf16(mr, kc, ap, bp, cp, ldc, first),
-                    }
-                    if last {
-                        let cols = NR.min(b.n - p * NR);
-                        for i in 0..mr {
-                            let row = std::slice::from_raw_parts_mut(cp.add(i * ldc), cols);
-                            epi.apply(i0 + i, p * NR, row);
-                        }
+                        Precision::F32 => tile_f32(mr, kc, ap.cast(), lda, bp.cast(), cp, ldc, r0 == 0),
+                        Precision::Bf16 => tile_bf16(mr, kc, ap, lda, bp, cp, ldc, r0 == 0),
                     }
                 }
             }
             r0 += kc;
         }
+        // The block's outputs are final and still in L2.
+        for i in m0..m1 {
+            epi.apply(i, col0, std::slice::from_raw_parts_mut(c.add(i * ldc + col0), cols));
+        }
     }
 }
 
-/// Copies rows `i0..i0+mr` of `a` into `out` k-major (`out[r * MR + i]`), as
-/// f32 bits or as bf16 pairs (`r` then counts pairs).
-fn pack_a(a: &[f32], k: usize, i0: usize, mr: usize, precision: Precision, out: &mut [u32]) {
-    for i in 0..mr {
-        let row = &a[(i0 + i) * k..][..k];
-        match precision {
-            Precision::F32 => {
-                for (r, &x) in row.iter().enumerate() {
-                    out[r * MR + i] = x.to_bits();
-                }
+/// One row of A for the kernels: f32 bits, or bf16 pairs (the last one
+/// zero-padded when k is odd).
+fn pack_a_row(row: &[f32], precision: Precision, out: &mut [u32]) {
+    match precision {
+        Precision::F32 => {
+            for (o, x) in out.iter_mut().zip(row) {
+                *o = x.to_bits();
             }
-            Precision::Bf16 => {
-                for (r, pair) in row.chunks(2).enumerate() {
-                    let hi = pair.get(1).map_or(0, |&x| bf16_bits(x));
-                    out[r * MR + i] = bf16_bits(pair[0]) | (hi << 16);
-                }
+        }
+        Precision::Bf16 => {
+            let pairs = row.chunks_exact(2);
+            let last = pairs.remainder().first().map(|&x| bf16_bits(x));
+            let n = pairs.len();
+            for (o, pair) in out.iter_mut().zip(pairs) {
+                *o = bf16_bits(pair[0]) | (bf16_bits(pair[1]) << 16);
+            }
+            if let Some(lo) = last {
+                out[n] = lo;
             }
         }
     }
@@ -321,24 +335,26 @@ macro_rules! by_rows {
 }
 
 #[cfg(target_arch = "x86_64")]
-unsafe fn tile_f32(mr: usize, kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, first: bool) {
-    by_rows!(mr, micro_f32, kc, a, b, c, ldc, first)
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_f32(mr: usize, kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, ldc: usize, first: bool) {
+    by_rows!(mr, micro_f32, kc, a, lda, b, c, ldc, first)
 }
 
 #[cfg(target_arch = "x86_64")]
-unsafe fn tile_bf16(mr: usize, kc: usize, a: *const u32, b: *const u32, c: *mut f32, ldc: usize, first: bool) {
-    by_rows!(mr, micro_bf16, kc, a, b, c, ldc, first)
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_bf16(mr: usize, kc: usize, a: *const u32, lda: usize, b: *const u32, c: *mut f32, ldc: usize, first: bool) {
+    by_rows!(mr, micro_bf16, kc, a, lda, b, c, ldc, first)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn micro_f32<const R: usize>(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, first: bool) {
+unsafe fn micro_f32<const R: usize>(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, ldc: usize, first: bool) {
     let (mut lo, mut hi) = load_acc::<R>(c, ldc, first);
     for r in 0..kc {
         let b0 = _mm512_loadu_ps(b.add(r * NR));
         let b1 = _mm512_loadu_ps(b.add(r * NR + 16));
         for i in 0..R {
-            let x = _mm512_set1_ps(*a.add(r * MR + i));
+            let x = _mm512_set1_ps(*a.add(i * lda + r));
             lo[i] = _mm512_fmadd_ps(x, b0, lo[i]);
             hi[i] = _mm512_fmadd_ps(x, b1, hi[i]);
         }
@@ -348,13 +364,13 @@ unsafe fn micro_f32<const R: usize>(kc: usize, a: *const f32, b: *const f32, c: 
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn micro_bf16<const R: usize>(kc: usize, a: *const u32, b: *const u32, c: *mut f32, ldc: usize, first: bool) {
+unsafe fn micro_bf16<const R: usize>(kc: usize, a: *const u32, lda: usize, b: *const u32, c: *mut f32, ldc: usize, first: bool) {
     let (mut lo, mut hi) = load_acc::<R>(c, ldc, first);
     for r in 0..kc {
         let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(r * NR).cast()));
         let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(r * NR + 16).cast()));
         for i in 0..R {
-            let x: __m512bh = std::mem::transmute(_mm512_set1_epi32(*a.add(r * MR + i) as i32));
+            let x: __m512bh = std::mem::transmute(_mm512_set1_epi32(*a.add(i * lda + r) as i32));
             lo[i] = _mm512_dpbf16_ps(lo[i], x, b0);
             hi[i] = _mm512_dpbf16_ps(hi[i], x, b1);
         }
@@ -387,11 +403,13 @@ unsafe fn store_acc<const R: usize>(c: *mut f32, ldc: usize, lo: &[__m512; R], h
 
 // Never called: `cpu_has` is false off x86-64, so nothing is packed there.
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn tile_f32(_: usize, _: usize, _: *const f32, _: *const f32, _: *mut f32, _: usize, _: bool) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_f32(_: usize, _: usize, _: *const f32, _: usize, _: *const f32, _: *mut f32, _: usize, _: bool) {
     unreachable!("AVX-512 kernels on a non-x86 CPU")
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn tile_bf16(_: usize, _: usize, _: *const u32, _: *const u32, _: *mut f32, _: usize, _: bool) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_bf16(_: usize, _: usize, _: *const u32, _: usize, _: *const u32, _: *mut f32, _: usize, _: bool) {
     unreachable!("AVX-512 kernels on a non-x86 CPU")
 }

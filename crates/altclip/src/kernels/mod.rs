@@ -148,14 +148,19 @@ impl PackedLinear {
         let (n, k) = (self.weight.n, self.weight.k);
         let m = x.len() / k;
         let padded = n.div_ceil(NR) * NR;
-        let mut out = vec![0f32; m * padded];
         let epi = Fused {
             bias: self.bias.as_deref(),
             act,
             residual,
             n,
         };
-        gemm::gemm(x, m, &self.weight, &mut out, padded, &epi);
+        let mut out = Vec::<f32>::with_capacity(m * padded);
+        // SAFETY: `out` holds m × padded floats, every one of which `gemm`
+        // writes (it never reads one it has not written) before `set_len`.
+        unsafe {
+            gemm::gemm(x, m, &self.weight, out.as_mut_ptr(), padded, &epi);
+            out.set_len(m * padded);
+        }
         if padded != n {
             for i in 0..m {
                 out.copy_within(i * padded..i * padded + n, i * n);
