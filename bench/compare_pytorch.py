@@ -66,6 +66,7 @@ def ours(args, kind: str, batch: int, length: int) -> dict:
     want = case_name(kind, batch, length, args.dtype)
     row = next(l for l in lines if l["what"] == want)
     row["peak_rss_mb"] = next(l["value"] for l in lines if l["what"] == "peak_rss_mb")
+    row["linear_layers"] = next((l["linear_layers"] for l in lines if l["what"] == "engine"), "?")
     return row
 
 
@@ -157,15 +158,17 @@ def main() -> None:
     torch_side = Torch(args)
     rows = []
     for kind, batch, length in parse_cases(args.cases):
-        mine, theirs, rss = [], [], 0.0
+        mine, theirs, rss, engine = [], [], 0.0, "?"
         for _ in range(args.rounds):
             o = ours(args, kind, batch, length)
             mine.append(o["items_per_s"])
             rss = max(rss, o["peak_rss_mb"])
+            engine = o["linear_layers"]
             theirs.append(torch_side.run(kind, batch, length)["items_per_s"])
         a, b = statistics.median(mine), statistics.median(theirs)
         rows.append({"what": case_name(kind, batch, length, args.dtype), "ours_items_per_s": a,
-                     "pytorch_items_per_s": b, "ratio": a / b, "ours_peak_rss_mb": rss})
+                     "pytorch_items_per_s": b, "ratio": a / b, "ours_peak_rss_mb": rss,
+                     "ours_linear_layers": engine})
         if args.json:
             print(json.dumps(rows[-1]), flush=True)
         else:
@@ -173,15 +176,16 @@ def main() -> None:
 
     weights = sum(f.stat().st_size for f in args.model.glob("*.safetensors")) / 2**20
     rss = max(r["ours_peak_rss_mb"] for r in rows)
+    engine = rows[-1]["ours_linear_layers"]
     summary = {"what": "summary", "threads": args.threads, "dtype": args.dtype,
                "first_embedding_s": first, "first_embedding_uncached_s": cold, "ours_peak_rss_mb": rss, "weights_mb": weights,
-               "rss_over_weights": rss / weights if weights else None}
+               "rss_over_weights": rss / weights if weights else None, "ours_linear_layers": engine}
     if args.json:
         print(json.dumps(summary))
     else:
         print(f"process start to first text embedding: {first:.2f} s with the weights in the page cache "
               f"(first run: {cold:.2f} s); peak RSS {rss:.0f} MB = "
-              f"{rss / weights:.2f} x weights ({weights:.0f} MB); {args.threads} threads")
+              f"{rss / weights:.2f} x weights ({weights:.0f} MB); {args.threads} threads; linear layers: {engine}")
 
 
 if __name__ == "__main__":

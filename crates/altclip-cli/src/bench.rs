@@ -198,6 +198,14 @@ fn text_case(clip: &AltClip, args: &Args, tag: &str, batch: usize, len: usize) -
     ))
 }
 
+/// Which code paths ran, so that figures from different machines compare.
+#[derive(Serialize)]
+struct Engine {
+    what: &'static str,
+    linear_layers: &'static str,
+    threads: usize,
+}
+
 fn print<T: Serialize>(line: &T) -> Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
@@ -215,6 +223,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let start = Instant::now();
     let clip = args.model.settings.load(&args.model.model)?;
     let load_s = start.elapsed().as_secs_f64();
+    print(&Engine {
+        what: "engine",
+        linear_layers: altclip::kernels::describe(args.model.settings.dtype.dtype()),
+        threads: rayon::current_num_threads(),
+    })?;
     for &b in args.image_batch.iter().filter(|&&b| b > 0) {
         print(&image_case(&clip, &args, tag, b).with_context(|| format!("image batch {b}"))?)?;
     }
