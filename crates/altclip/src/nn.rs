@@ -56,6 +56,36 @@ impl Linear {
         })
     }
 
+    /// Several layers with the same input (`parts`, each `[out, in]` with a
+    /// bias) as one packed layer whose output columns are theirs side by
+    /// side; `None` where the layers are not packed (candle's matmul).
+    pub fn load_stacked(parts: &[Weights], in_dim: usize, out_dim: usize) -> Result<Option<Self>> {
+        let Some(precision) = parts.first().and_then(Weights::linear_precision) else {
+            return Ok(None);
+        };
+        let mut weight = Vec::with_capacity(parts.len() * out_dim * in_dim);
+        let mut bias = Vec::with_capacity(parts.len() * out_dim);
+        for w in parts {
+            w.read_f32(&[out_dim, in_dim], "weight", |d| Ok(weight.extend_from_slice(d)))?;
+            w.read_f32(&[out_dim], "bias", |d| Ok(bias.extend_from_slice(d)))?;
+        }
+        let n = parts.len() * out_dim;
+        let packed = PackedLinear::from_f32(&weight, n, in_dim, Some(bias), precision);
+        Ok(Some(Self {
+            kind: LinearKind::Packed(Arc::new(packed)),
+        }))
+    }
+
+    /// The kernel precision this layer's packed weight uses, when `x` (an
+    /// input or output of it) is one the kernels take: f32 on the CPU,
+    /// outside autograd.
+    pub fn kernel_precision(&self, x: &Tensor) -> Option<Precision> {
+        match &self.kind {
+            LinearKind::Packed(p) if kernel_input(x) => Some(p.precision()),
+            _ => None,
+        }
+    }
+
     /// A layer from tensors: packed for the kernels when `precision` is set.
     pub fn from_parts(weight: Tensor, bias: Option<Tensor>, precision: Option<Precision>) -> Result<Self> {
         let kind = match precision {
@@ -75,8 +105,7 @@ impl Linear {
         let fallback;
         let (weight, bias) = match &self.kind {
             LinearKind::Packed(p) => {
-                let fits = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32 && !t.track_op();
-                if fits(x) && residual.is_none_or(fits) {
+                if kernel_input(x) && residual.is_none_or(kernel_input) {
                     return p.forward(x, act, residual);
                 }
                 // Autograd or an unusual input: unpack and take candle's path.
@@ -103,6 +132,11 @@ impl Linear {
             None => y,
         })
     }
+}
+
+/// True for tensors the kernels take: f32 on the CPU, outside autograd.
+fn kernel_input(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32 && !t.track_op()
 }
 
 /// LayerNorm over the last dimension; statistics are always taken in f32.
@@ -175,15 +209,21 @@ pub fn activate(act: Activation, x: &Tensor) -> Result<Tensor> {
     })
 }
 
-/// Multi-head attention with separate q/k/v projections and an output projection.
+/// Multi-head attention with q/k/v projections and an output projection.
 #[derive(Debug, Clone)]
 pub struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    projections: Projections,
     out: Linear,
     heads: usize,
     scale: f64,
+}
+
+#[derive(Debug, Clone)]
+enum Projections {
+    Separate { q: Linear, k: Linear, v: Linear },
+    /// q, k and v stacked into one `[3·D, D]` packed layer: one GEMM, whose
+    /// output the attention kernel reads in place.
+    Stacked(Linear),
 }
 
 /// Checkpoint names of the four projections, which differ between towers.
@@ -196,10 +236,17 @@ pub struct AttentionKeys<'a> {
 
 impl Attention {
     pub fn load(w: &Weights, keys: &AttentionKeys, dim: usize, heads: usize) -> Result<Self> {
+        let parts = [w.pp(keys.q), w.pp(keys.k), w.pp(keys.v)];
+        let projections = match Linear::load_stacked(&parts, dim, dim)? {
+            Some(qkv) => Projections::Stacked(qkv),
+            None => Projections::Separate {
+                q: Linear::load(&parts[0], dim, dim)?,
+                k: Linear::load(&parts[1], dim, dim)?,
+                v: Linear::load(&parts[2], dim, dim)?,
+            },
+        };
         Ok(Self {
-            q: Linear::load(&w.pp(keys.q), dim, dim)?,
-            k: Linear::load(&w.pp(keys.k), dim, dim)?,
-            v: Linear::load(&w.pp(keys.v), dim, dim)?,
+            projections,
             out: Linear::load(&w.pp(keys.out), dim, dim)?,
             heads,
             scale: ((dim / heads) as f64).powf(-0.5),
@@ -216,32 +263,32 @@ impl Attention {
     /// [`Attention::forward`] plus `residual`, added in the output projection.
     pub fn forward_add(&self, x: &Tensor, mask: Option<&Tensor>, residual: Option<&Tensor>) -> Result<Tensor> {
         let (b, l, d) = x.dims3()?;
+        let (q, k, v) = match &self.projections {
+            Projections::Stacked(qkv) => {
+                let t = qkv.forward(x)?;
+                if let Some(p) = qkv.kernel_precision(&t) {
+                    if kernels::mask_supported(mask, b, l) {
+                        let ctx = kernels::attention(&t, self.heads, self.scale as f32, mask, p)?;
+                        return self.out.forward_fused(&ctx, None, residual);
+                    }
+                }
+                (t.narrow(2, 0, d)?, t.narrow(2, d, d)?, t.narrow(2, 2 * d, d)?)
+            }
+            Projections::Separate { q, k, v } => (q.forward(x)?, k.forward(x)?, v.forward(x)?),
+        };
         let split = |t: Tensor| -> Result<Tensor> {
             Ok(t.reshape((b, l, self.heads, d / self.heads))?
                 .transpose(1, 2)?
                 .contiguous()?)
         };
-        let q = split(self.q.forward(x)?)?;
-        let k = split(self.k.forward(x)?)?;
-        let v = split(self.v.forward(x)?)?;
-        let scores = q.matmul(&k.t()?)?;
-        let fast = scores.device().is_cpu()
-            && scores.dtype() == DType::F32
-            && !needs_grad(&[&scores])
-            && kernels::supports(Precision::F32);
-        let probs = match mask {
-            Some(m) if fast => kernels::scaled_softmax_last_dim(&(scores * self.scale)?.broadcast_add(m)?, 1.0)?,
-            None if fast => kernels::scaled_softmax_last_dim(&scores, self.scale as f32)?,
-            _ => {
-                let scores = (scores * self.scale)?;
-                let scores = match mask {
-                    Some(m) => scores.broadcast_add(m)?,
-                    None => scores,
-                };
-                let dtype = scores.dtype();
-                softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(dtype)?
-            }
+        let (q, k, v) = (split(q)?, split(k)?, split(v)?);
+        let scores = (q.matmul(&k.t()?)? * self.scale)?;
+        let scores = match mask {
+            Some(m) => scores.broadcast_add(m)?,
+            None => scores,
         };
+        let dtype = scores.dtype();
+        let probs = softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(dtype)?;
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, d))?;
         self.out.forward_fused(&ctx, None, residual)
     }

@@ -25,6 +25,10 @@ const MC: usize = 8 * MR;
 /// Panels per thread task at most: 256 columns, a 256 KiB `W` block in f32.
 const MAX_GROUP: usize = 8;
 
+/// Elements below which packing runs on one thread into a plain vector
+/// (per-head keys and values in attention).
+const SMALL: usize = 1 << 18;
+
 /// Which micro-kernel a packed weight feeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
@@ -54,7 +58,10 @@ enum Storage {
 
 impl Storage {
     fn zeroed(len: usize) -> Self {
-        match memmap2::MmapMut::map_anon((len * 4).max(1)) {
+        if len < SMALL {
+            return Storage::Vec(vec![0; len]);
+        }
+        match memmap2::MmapMut::map_anon(len * 4) {
             Ok(map) => {
                 #[cfg(target_os = "linux")]
                 let _ = map.advise(memmap2::Advice::HugePage);
@@ -109,28 +116,35 @@ impl PackedB {
     /// Packs a row-major `[n, k]` weight.
     pub fn pack(w: &[f32], n: usize, k: usize, precision: Precision) -> Self {
         assert_eq!(w.len(), n * k, "weight length");
+        Self::pack_strided(w, n, k, (k, 1), precision)
+    }
+
+    /// Packs `[n, k]` whose element `(j, kk)` is `w[j·stride.0 + kk·stride.1]`:
+    /// a weight, a slice of keys, or values read transposed.
+    pub fn pack_strided(w: &[f32], n: usize, k: usize, stride: (usize, usize), precision: Precision) -> Self {
+        let (sn, sk) = stride;
+        assert!(n == 0 || k == 0 || w.len() > (n - 1) * sn + (k - 1) * sk, "strided weight length");
         let panels = n.div_ceil(NR);
         let rows = Self::rows_for(k, precision);
         let len = panels * rows * NR;
         let mut data = Storage::zeroed(len);
-        let out = data.as_mut_slice(len);
-        out.par_chunks_mut(rows * NR)
-            .enumerate()
-            .for_each(|(p, panel)| {
-                for j in 0..NR.min(n - p * NR) {
-                    let row = &w[(p * NR + j) * k..][..k];
-                    for r in 0..rows {
-                        panel[r * NR + j] = match precision {
-                            Precision::F32 => row[r].to_bits(),
-                            Precision::Bf16 => {
-                                let lo = bf16_bits(row[2 * r]);
-                                let hi = row.get(2 * r + 1).map_or(0, |&x| bf16_bits(x));
-                                lo | (hi << 16)
-                            }
-                        };
-                    }
+        let at = |j: usize, kk: usize| if kk < k { w[j * sn + kk * sk] } else { 0.0 };
+        let fill = |(p, panel): (usize, &mut [u32])| {
+            for j in p * NR..n.min((p + 1) * NR) {
+                for r in 0..rows {
+                    panel[r * NR + j % NR] = match precision {
+                        Precision::F32 => at(j, r).to_bits(),
+                        Precision::Bf16 => bf16_bits(at(j, 2 * r)) | (bf16_bits(at(j, 2 * r + 1)) << 16),
+                    };
                 }
-            });
+            }
+        };
+        let out = data.as_mut_slice(len);
+        if len >= SMALL {
+            out.par_chunks_mut(rows * NR).enumerate().for_each(fill);
+        } else {
+            out.chunks_mut(rows * NR).enumerate().for_each(fill);
+        }
         Self {
             precision,
             n,
@@ -187,6 +201,15 @@ impl PackedB {
     }
 }
 
+/// Whether a GEMM may split across rayon's threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threads {
+    /// Split when it is big enough to pay off.
+    Auto,
+    /// Stay on the calling thread (the caller is already parallel).
+    One,
+}
+
 /// What happens to each finished tile: `act(acc + bias) + residual`.
 pub trait Epilogue: Sync {
     /// `tile` holds columns `col..col+tile.len()` of output row `row`.
@@ -208,11 +231,22 @@ unsafe impl Sync for OutPtr {}
 ///
 /// # Panics
 /// When the CPU lacks the features of `b.precision` (check [`super::supports`]).
-pub unsafe fn gemm(a: &[f32], m: usize, b: &PackedB, c: *mut f32, ldc: usize, epi: &dyn Epilogue) {
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm(
+    a: &[f32],
+    lda_in: usize,
+    m: usize,
+    b: &PackedB,
+    c: *mut f32,
+    ldc: usize,
+    epi: &dyn Epilogue,
+    threads: Threads,
+) {
     let k = b.k;
-    assert!(a.len() >= m * k && ldc >= b.panels() * NR);
+    assert!(m == 0 || (lda_in >= k && a.len() >= (m - 1) * lda_in + k));
+    assert!(ldc >= b.panels() * NR);
     assert!(super::cpu_has(b.precision), "CPU lacks the kernel's features");
-    let parallel = m * b.n * k >= 1 << 20 && rayon::current_num_threads() > 1;
+    let parallel = threads == Threads::Auto && m * b.n * k >= 1 << 20 && rayon::current_num_threads() > 1;
 
     // A once more, row-major with a padded row stride: as bf16 pairs for the
     // bf16 kernel, and for both so that the 12 rows a micro-kernel reads do
@@ -221,7 +255,7 @@ pub unsafe fn gemm(a: &[f32], m: usize, b: &PackedB, c: *mut f32, ldc: usize, ep
     let mut packed_a = SCRATCH.take();
     packed_a.clear();
     packed_a.resize(m * lda, 0);
-    let pack = |(i, out): (usize, &mut [u32])| pack_a_row(&a[i * k..][..k], b.precision, out);
+    let pack = |(i, out): (usize, &mut [u32])| pack_a_row(&a[i * lda_in..][..k], b.precision, out);
     if parallel {
         packed_a.par_chunks_mut(lda).enumerate().for_each(pack);
     } else {

@@ -7,11 +7,12 @@
 //! kernels have no backward pass) the layers use candle's matmul instead.
 //! `ALTCLIP_KERNELS=candle` turns the fast path off, for comparisons.
 
+mod attention;
 mod gemm;
 pub mod math;
 mod softmax;
 
-pub use softmax::scaled_softmax_last_dim;
+pub use attention::{attention, mask_supported};
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Shape, Tensor};
@@ -106,6 +107,11 @@ impl PackedLinear {
         }
     }
 
+    /// The micro-kernel the weight is packed for.
+    pub fn precision(&self) -> Precision {
+        self.weight.precision
+    }
+
     pub fn out_dim(&self) -> usize {
         self.weight.n
     }
@@ -158,7 +164,7 @@ impl PackedLinear {
         // SAFETY: `out` holds m × padded floats, every one of which `gemm`
         // writes (it never reads one it has not written) before `set_len`.
         unsafe {
-            gemm::gemm(x, m, &self.weight, out.as_mut_ptr(), padded, &epi);
+            gemm::gemm(x, k, m, &self.weight, out.as_mut_ptr(), padded, &epi, gemm::Threads::Auto);
             out.set_len(m * padded);
         }
         if padded != n {
