@@ -1,4 +1,6 @@
-//! GFLOP/s of one linear layer, candle's matmul against the packed kernels.
+//! GFLOP/s of one linear layer, candle's matmul against the packed kernels,
+//! after the machine's ceiling: FMA (f32) and `vdpbf16ps` (bf16) chains on
+//! registers only, on every thread.
 //!
 //! `cargo run --release -p altclip --example linear_rate [M,K,N ...]`
 //! (default: the ViT-L/14 batch-8 and XLM-R batch-1 shapes).
@@ -32,6 +34,8 @@ fn main() -> anyhow::Result<()> {
     };
     let dev = Device::Cpu;
     println!("threads {}", rayon::current_num_threads());
+    #[cfg(target_arch = "x86_64")]
+    peak::print();
     for (m, k, n) in shapes {
         let x = Tensor::randn(0f32, 1.0, (m, k), &dev)?;
         let w = Tensor::randn(0f32, 0.02, (n, k), &dev)?;
@@ -53,4 +57,160 @@ fn main() -> anyhow::Result<()> {
         println!("{line} GFLOP/s");
     }
     Ok(())
+}
+
+/// Register-only instruction chains: what the cores can do at most.
+#[cfg(target_arch = "x86_64")]
+mod peak {
+    use std::time::Instant;
+
+    const ITERS: usize = 20_000_000;
+
+    /// 24 independent accumulators hide the latency; FLOP per instruction:
+    /// 16 lanes × 2 (f32 FMA) or 16 lanes × 2 products × 2 (bf16 pairs).
+    /// Written in assembly so that nothing but the chains runs.
+    fn fma_f32() -> f32 {
+        // SAFETY: AVX-512F checked by the caller; registers only.
+        unsafe {
+            std::arch::asm!(
+            "2:",
+            "vfmadd231ps zmm0, zmm30, zmm31",
+            "vfmadd231ps zmm1, zmm30, zmm31",
+            "vfmadd231ps zmm2, zmm30, zmm31",
+            "vfmadd231ps zmm3, zmm30, zmm31",
+            "vfmadd231ps zmm4, zmm30, zmm31",
+            "vfmadd231ps zmm5, zmm30, zmm31",
+            "vfmadd231ps zmm6, zmm30, zmm31",
+            "vfmadd231ps zmm7, zmm30, zmm31",
+            "vfmadd231ps zmm8, zmm30, zmm31",
+            "vfmadd231ps zmm9, zmm30, zmm31",
+            "vfmadd231ps zmm10, zmm30, zmm31",
+            "vfmadd231ps zmm11, zmm30, zmm31",
+            "vfmadd231ps zmm12, zmm30, zmm31",
+            "vfmadd231ps zmm13, zmm30, zmm31",
+            "vfmadd231ps zmm14, zmm30, zmm31",
+            "vfmadd231ps zmm15, zmm30, zmm31",
+            "vfmadd231ps zmm16, zmm30, zmm31",
+            "vfmadd231ps zmm17, zmm30, zmm31",
+            "vfmadd231ps zmm18, zmm30, zmm31",
+            "vfmadd231ps zmm19, zmm30, zmm31",
+            "vfmadd231ps zmm20, zmm30, zmm31",
+            "vfmadd231ps zmm21, zmm30, zmm31",
+            "vfmadd231ps zmm22, zmm30, zmm31",
+            "vfmadd231ps zmm23, zmm30, zmm31",
+            "dec {n}",
+            "jnz 2b",
+            n = inout(reg) ITERS => _,
+            out("zmm0") _,
+            out("zmm1") _,
+            out("zmm2") _,
+            out("zmm3") _,
+            out("zmm4") _,
+            out("zmm5") _,
+            out("zmm6") _,
+            out("zmm7") _,
+            out("zmm8") _,
+            out("zmm9") _,
+            out("zmm10") _,
+            out("zmm11") _,
+            out("zmm12") _,
+            out("zmm13") _,
+            out("zmm14") _,
+            out("zmm15") _,
+            out("zmm16") _,
+            out("zmm17") _,
+            out("zmm18") _,
+            out("zmm19") _,
+            out("zmm20") _,
+            out("zmm21") _,
+            out("zmm22") _,
+            out("zmm23") _,
+            out("zmm30") _, out("zmm31") _,
+            options(nostack),
+            );
+        }
+        0.0
+    }
+
+    fn dp_bf16() -> f32 {
+        // SAFETY: AVX512-BF16 checked by the caller; registers only.
+        unsafe {
+            std::arch::asm!(
+            "2:",
+            "vdpbf16ps zmm0, zmm30, zmm31",
+            "vdpbf16ps zmm1, zmm30, zmm31",
+            "vdpbf16ps zmm2, zmm30, zmm31",
+            "vdpbf16ps zmm3, zmm30, zmm31",
+            "vdpbf16ps zmm4, zmm30, zmm31",
+            "vdpbf16ps zmm5, zmm30, zmm31",
+            "vdpbf16ps zmm6, zmm30, zmm31",
+            "vdpbf16ps zmm7, zmm30, zmm31",
+            "vdpbf16ps zmm8, zmm30, zmm31",
+            "vdpbf16ps zmm9, zmm30, zmm31",
+            "vdpbf16ps zmm10, zmm30, zmm31",
+            "vdpbf16ps zmm11, zmm30, zmm31",
+            "vdpbf16ps zmm12, zmm30, zmm31",
+            "vdpbf16ps zmm13, zmm30, zmm31",
+            "vdpbf16ps zmm14, zmm30, zmm31",
+            "vdpbf16ps zmm15, zmm30, zmm31",
+            "vdpbf16ps zmm16, zmm30, zmm31",
+            "vdpbf16ps zmm17, zmm30, zmm31",
+            "vdpbf16ps zmm18, zmm30, zmm31",
+            "vdpbf16ps zmm19, zmm30, zmm31",
+            "vdpbf16ps zmm20, zmm30, zmm31",
+            "vdpbf16ps zmm21, zmm30, zmm31",
+            "vdpbf16ps zmm22, zmm30, zmm31",
+            "vdpbf16ps zmm23, zmm30, zmm31",
+            "dec {n}",
+            "jnz 2b",
+            n = inout(reg) ITERS => _,
+            out("zmm0") _,
+            out("zmm1") _,
+            out("zmm2") _,
+            out("zmm3") _,
+            out("zmm4") _,
+            out("zmm5") _,
+            out("zmm6") _,
+            out("zmm7") _,
+            out("zmm8") _,
+            out("zmm9") _,
+            out("zmm10") _,
+            out("zmm11") _,
+            out("zmm12") _,
+            out("zmm13") _,
+            out("zmm14") _,
+            out("zmm15") _,
+            out("zmm16") _,
+            out("zmm17") _,
+            out("zmm18") _,
+            out("zmm19") _,
+            out("zmm20") _,
+            out("zmm21") _,
+            out("zmm22") _,
+            out("zmm23") _,
+            out("zmm30") _, out("zmm31") _,
+            options(nostack),
+            );
+        }
+        0.0
+    }
+
+    fn rate(flop_per_insn: f64, f: fn() -> f32) -> f64 {
+        let threads = rayon::current_num_threads();
+        let start = Instant::now();
+        let sink: f32 = rayon::broadcast(|_| f()).iter().sum();
+        std::hint::black_box(sink);
+        (threads * ITERS * 24) as f64 * flop_per_insn / start.elapsed().as_secs_f64() / 1e9
+    }
+
+    pub fn print() {
+        if is_x86_feature_detected!("avx512f") {
+            let f32_peak = rate(32.0, fma_f32);
+            let mut line = format!("ceiling: f32 FMA {f32_peak:.0}");
+            if is_x86_feature_detected!("avx512bf16") {
+                line += &format!(", bf16 vdpbf16ps {:.0}", rate(64.0, dp_bf16));
+            }
+            println!("{line} GFLOP/s");
+        }
+    }
 }
