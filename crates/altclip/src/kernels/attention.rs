@@ -52,9 +52,13 @@ pub fn attention(qkv: &Tensor, heads: usize, scale: f32, mask: Option<&Tensor>, 
         let (bi, h) = (task / heads, task % heads);
         let base = bi * l * d3 + h * dh;
         let keys = PackedB::pack_strided(&x[base + d..], l, dh, (d3, 1), precision);
-        let mut scores = vec![0f32; l * lpad];
-        // SAFETY: `scores` holds l rows of lpad ≥ 32·ceil(l/32) floats.
-        unsafe { gemm::gemm(&x[base..], d3, l, &keys, scores.as_mut_ptr(), lpad, &Plain, Threads::One) };
+        let mut scores = Vec::<f32>::with_capacity(l * lpad);
+        // SAFETY: `scores` has room for l rows of lpad ≥ 32·ceil(l/32)
+        // floats, all of which the GEMM writes.
+        unsafe {
+            gemm::gemm(&x[base..], d3, l, &keys, scores.as_mut_ptr(), lpad, &Plain, Threads::One);
+            scores.set_len(l * lpad);
+        }
         for (i, row) in scores.chunks_mut(lpad).enumerate() {
             let m = mask.as_ref().map(|(m, per_row)| match per_row {
                 true => &m[(bi * l + i) * l..][..l],

@@ -252,14 +252,16 @@ pub unsafe fn gemm(
     // bf16 kernel, and for both so that the 12 rows a micro-kernel reads do
     // not fall into the same L1 sets (as 4 KiB-multiple strides would).
     let lda = b.rows().next_multiple_of(16) + 16;
+    // Grown, never cleared: every element a kernel reads is packed below.
     let mut packed_a = SCRATCH.take();
-    packed_a.clear();
-    packed_a.resize(m * lda, 0);
+    if packed_a.len() < m * lda {
+        packed_a.resize(m * lda, 0);
+    }
     let pack = |(i, out): (usize, &mut [u32])| pack_a_row(&a[i * lda_in..][..k], b.precision, out);
     if parallel {
-        packed_a.par_chunks_mut(lda).enumerate().for_each(pack);
+        packed_a[..m * lda].par_chunks_mut(lda).enumerate().for_each(pack);
     } else {
-        packed_a.chunks_mut(lda).enumerate().for_each(pack);
+        packed_a[..m * lda].chunks_mut(lda).enumerate().for_each(pack);
     }
 
     let panels = b.panels();
