@@ -251,10 +251,27 @@ fn bench_prints_one_json_line_per_case() {
     let m = model();
     for dtype in ["f32", "bf16"] {
         let out = altclip(&[
-            "bench", "--model", &m, "--dtype", dtype, "--image-batch", "2", "--text-batch", "1,3",
-            "--text-len", "5", "--reps", "2", "--warmup", "0",
+            "bench",
+            "--model",
+            &m,
+            "--dtype",
+            dtype,
+            "--image-batch",
+            "2",
+            "--text-batch",
+            "1,3",
+            "--text-len",
+            "5",
+            "--reps",
+            "2",
+            "--warmup",
+            "0",
         ]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let lines = json_lines(&out);
         let whats: Vec<&str> = lines.iter().map(|l| l["what"].as_str().unwrap()).collect();
         let want = [
@@ -264,7 +281,10 @@ fn bench_prints_one_json_line_per_case() {
             format!("text_{dtype}_b3_L5"),
             "load_s".to_string(),
         ];
-        assert_eq!(whats[..5], want.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(
+            whats[..5],
+            want.iter().map(String::as_str).collect::<Vec<_>>()
+        );
         assert!(lines[0]["threads"].as_u64().unwrap() >= 1);
         for case in &lines[1..4] {
             let rate = case["items_per_s"].as_f64().unwrap();

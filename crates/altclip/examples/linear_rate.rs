@@ -23,7 +23,13 @@ fn rate(flop: f64, mut f: impl FnMut()) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let shapes: Vec<(usize, usize, usize)> = match std::env::args().skip(1).collect::<Vec<_>>() {
-        a if a.is_empty() => vec![(2056, 1024, 4096), (2056, 4096, 1024), (512, 1024, 1024), (16, 1024, 4096), (16, 4096, 1024)],
+        a if a.is_empty() => vec![
+            (2056, 1024, 4096),
+            (2056, 4096, 1024),
+            (512, 1024, 1024),
+            (16, 1024, 4096),
+            (16, 4096, 1024),
+        ],
         a => a
             .iter()
             .map(|s| {
@@ -42,7 +48,11 @@ fn main() -> anyhow::Result<()> {
         let b = Tensor::randn(0f32, 0.02, n, &dev)?;
         let flop = 2.0 * (m * k * n) as f64;
         let candle = rate(flop, || {
-            let _ = x.matmul(&w.t().unwrap()).unwrap().broadcast_add(&b).unwrap();
+            let _ = x
+                .matmul(&w.t().unwrap())
+                .unwrap()
+                .broadcast_add(&b)
+                .unwrap();
         });
         let mut line = format!("M={m} K={k} N={n}: candle {candle:.1}");
         for p in [Precision::F32, Precision::Bf16] {

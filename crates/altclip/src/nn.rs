@@ -5,8 +5,8 @@ use std::sync::Arc;
 use candle_core::{DType, Tensor, D};
 
 use crate::config::Activation;
-use crate::kernels::{self, PackedLinear, Precision};
 use crate::error::Result;
+use crate::kernels::{self, PackedLinear, Precision};
 use crate::weights::Weights;
 
 /// `y = x·Wᵀ + b`, with `W` stored `[out, in]` as in PyTorch.
@@ -21,7 +21,10 @@ pub struct Linear {
 
 #[derive(Debug, Clone)]
 enum LinearKind {
-    Candle { weight: Tensor, bias: Option<Tensor> },
+    Candle {
+        weight: Tensor,
+        bias: Option<Tensor>,
+    },
     Packed(Arc<PackedLinear>),
 }
 
@@ -49,7 +52,9 @@ impl Linear {
             .then(|| w.read_f32(&[out_dim], "bias", |b| Ok(b.to_vec())))
             .transpose()?;
         let packed = w.read_f32(&[out_dim, in_dim], "weight", |data| {
-            Ok(PackedLinear::from_f32(data, out_dim, in_dim, bias, precision))
+            Ok(PackedLinear::from_f32(
+                data, out_dim, in_dim, bias, precision,
+            ))
         })?;
         Ok(Self {
             kind: LinearKind::Packed(Arc::new(packed)),
@@ -66,7 +71,9 @@ impl Linear {
         let mut weight = Vec::with_capacity(parts.len() * out_dim * in_dim);
         let mut bias = Vec::with_capacity(parts.len() * out_dim);
         for w in parts {
-            w.read_f32(&[out_dim, in_dim], "weight", |d| Ok(weight.extend_from_slice(d)))?;
+            w.read_f32(&[out_dim, in_dim], "weight", |d| {
+                Ok(weight.extend_from_slice(d))
+            })?;
             w.read_f32(&[out_dim], "bias", |d| Ok(bias.extend_from_slice(d)))?;
         }
         let n = parts.len() * out_dim;
@@ -87,7 +94,11 @@ impl Linear {
     }
 
     /// A layer from tensors: packed for the kernels when `precision` is set.
-    pub fn from_parts(weight: Tensor, bias: Option<Tensor>, precision: Option<Precision>) -> Result<Self> {
+    pub fn from_parts(
+        weight: Tensor,
+        bias: Option<Tensor>,
+        precision: Option<Precision>,
+    ) -> Result<Self> {
         let kind = match precision {
             Some(p) => LinearKind::Packed(Arc::new(PackedLinear::new(&weight, bias.as_ref(), p)?)),
             None => LinearKind::Candle { weight, bias },
@@ -101,7 +112,12 @@ impl Linear {
 
     /// `act(x·Wᵀ + b) + residual`, in one pass over the output where the
     /// kernels run.
-    pub fn forward_fused(&self, x: &Tensor, act: Option<Activation>, residual: Option<&Tensor>) -> Result<Tensor> {
+    pub fn forward_fused(
+        &self,
+        x: &Tensor,
+        act: Option<Activation>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let fallback;
         let (weight, bias) = match &self.kind {
             LinearKind::Packed(p) => {
@@ -220,7 +236,11 @@ pub struct Attention {
 
 #[derive(Debug, Clone)]
 enum Projections {
-    Separate { q: Linear, k: Linear, v: Linear },
+    Separate {
+        q: Linear,
+        k: Linear,
+        v: Linear,
+    },
     /// q, k and v stacked into one `[3·D, D]` packed layer: one GEMM, whose
     /// output the attention kernel reads in place.
     Stacked(Linear),
@@ -261,7 +281,12 @@ impl Attention {
     }
 
     /// [`Attention::forward`] plus `residual`, added in the output projection.
-    pub fn forward_add(&self, x: &Tensor, mask: Option<&Tensor>, residual: Option<&Tensor>) -> Result<Tensor> {
+    pub fn forward_add(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (b, l, d) = x.dims3()?;
         let (q, k, v) = match &self.projections {
             Projections::Stacked(qkv) => {
@@ -272,7 +297,11 @@ impl Attention {
                         return self.out.forward_fused(&ctx, None, residual);
                     }
                 }
-                (t.narrow(2, 0, d)?, t.narrow(2, d, d)?, t.narrow(2, 2 * d, d)?)
+                (
+                    t.narrow(2, 0, d)?,
+                    t.narrow(2, d, d)?,
+                    t.narrow(2, 2 * d, d)?,
+                )
             }
             Projections::Separate { q, k, v } => (q.forward(x)?, k.forward(x)?, v.forward(x)?),
         };
@@ -336,8 +365,12 @@ impl ClipEncoderLayer {
 
     /// `x`: `[B, L, hidden]`; `mask` as in [`Attention::forward`].
     pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        let x = self.attention.forward_add(&self.norm1.forward(x)?, mask, Some(x))?;
-        let h = self.fc1.forward_fused(&self.norm2.forward(&x)?, Some(self.act), None)?;
+        let x = self
+            .attention
+            .forward_add(&self.norm1.forward(x)?, mask, Some(x))?;
+        let h = self
+            .fc1
+            .forward_fused(&self.norm2.forward(&x)?, Some(self.act), None)?;
         self.fc2.forward_fused(&h, None, Some(&x))
     }
 }

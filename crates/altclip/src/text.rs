@@ -128,7 +128,8 @@ impl Layer {
         let a = self.attention.forward_add(x, Some(mask), Some(x))?;
         let a = self.attention_norm.forward(&a)?;
         let h = self.intermediate.forward_fused(&a, Some(self.act), None)?;
-        self.output_norm.forward(&self.output.forward_fused(&h, None, Some(&a))?)
+        self.output_norm
+            .forward(&self.output.forward_fused(&h, None, Some(&a))?)
     }
 }
 

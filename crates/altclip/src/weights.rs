@@ -15,9 +15,9 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use safetensors::tensor::{Metadata, TensorView};
 
-use crate::kernels::{self, Precision};
 use crate::error::{Error, Result};
 use crate::hub::WEIGHT_FILES;
+use crate::kernels::{self, Precision};
 
 /// One memory-mapped `.safetensors` file.
 struct MappedFile {
@@ -87,10 +87,14 @@ impl MappedFile {
         let range = self.data_start + start..self.data_start + end;
         let bytes = &self.mmap[range.clone()];
         let result = match info.dtype {
-            safetensors::Dtype::F32 if cfg!(target_endian = "little") && bytes.as_ptr().align_offset(4) == 0 => {
+            safetensors::Dtype::F32
+                if cfg!(target_endian = "little") && bytes.as_ptr().align_offset(4) == 0 =>
+            {
                 // SAFETY: aligned, length a multiple of 4 (checked by the
                 // metadata parser), and every bit pattern is a valid f32.
-                f(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), bytes.len() / 4) })?
+                f(unsafe {
+                    std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), bytes.len() / 4)
+                })?
             }
             _ => {
                 let t = self.load(name, &Device::Cpu)?.expect("present");
@@ -100,7 +104,11 @@ impl MappedFile {
         #[cfg(unix)]
         // SAFETY: as in `load`.
         let _ = unsafe {
-            self.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, range.start, range.len())
+            self.mmap.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                range.start,
+                range.len(),
+            )
         };
         Ok(Some(result))
     }
@@ -394,7 +402,12 @@ impl Weights {
     /// Calls `f` with the elements of `name` (shape `dims`) as row-major f32,
     /// without a copy where the file stores aligned f32: for packing weights
     /// into another layout without holding them twice. Not trainable.
-    pub fn read_f32<R>(&self, dims: &[usize], name: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    pub fn read_f32<R>(
+        &self,
+        dims: &[usize],
+        name: &str,
+        f: impl FnOnce(&[f32]) -> Result<R>,
+    ) -> Result<R> {
         let key = self.checked_key(dims, name)?;
         self.inner
             .loaded

@@ -6,7 +6,7 @@
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
-use super::gemm::{self, Epilogue, PackedB, Precision, Threads, NR};
+use super::gemm::{self, Epilogue, OutPtr, PackedB, Precision, Threads, NR};
 use super::softmax::softmax_in_place;
 use crate::error::{Error, Result};
 
@@ -21,13 +21,20 @@ impl Epilogue for Plain {
 /// (padding) or `[B, 1, L, L]` (causal), f32.
 pub fn mask_supported(mask: Option<&Tensor>, b: usize, l: usize) -> bool {
     mask.is_none_or(|m| {
-        m.dtype() == candle_core::DType::F32 && (m.dims() == [b, 1, 1, l] || m.dims() == [b, 1, l, l])
+        m.dtype() == candle_core::DType::F32
+            && (m.dims() == [b, 1, 1, l] || m.dims() == [b, 1, l, l])
     })
 }
 
 /// `qkv`: `[B, L, 3·D]` f32 on the CPU (queries, keys, values side by side);
 /// returns the attention output `[B, L, D]`, heads merged.
-pub fn attention(qkv: &Tensor, heads: usize, scale: f32, mask: Option<&Tensor>, precision: Precision) -> Result<Tensor> {
+pub fn attention(
+    qkv: &Tensor,
+    heads: usize,
+    scale: f32,
+    mask: Option<&Tensor>,
+    precision: Precision,
+) -> Result<Tensor> {
     let (b, l, d3) = qkv.dims3()?;
     let d = d3 / 3;
     let dh = d / heads;
@@ -48,7 +55,6 @@ pub fn attention(qkv: &Tensor, heads: usize, scale: f32, mask: Option<&Tensor>, 
     let lpad = l.div_ceil(NR) * NR;
     let direct = dh % NR == 0;
     (0..b * heads).into_par_iter().for_each(|task| {
-        let out_ptr = out_ptr;
         let (bi, h) = (task / heads, task % heads);
         let base = bi * l * d3 + h * dh;
         let keys = PackedB::pack_strided(&x[base + d..], l, dh, (d3, 1), precision);
@@ -56,7 +62,16 @@ pub fn attention(qkv: &Tensor, heads: usize, scale: f32, mask: Option<&Tensor>, 
         // SAFETY: `scores` has room for l rows of lpad ≥ 32·ceil(l/32)
         // floats, all of which the GEMM writes.
         unsafe {
-            gemm::gemm(&x[base..], d3, l, &keys, scores.as_mut_ptr(), lpad, &Plain, Threads::One);
+            gemm::gemm(
+                &x[base..],
+                d3,
+                l,
+                &keys,
+                scores.as_mut_ptr(),
+                lpad,
+                &Plain,
+                Threads::One,
+            );
             scores.set_len(l * lpad);
         }
         for (i, row) in scores.chunks_mut(lpad).enumerate() {
@@ -67,7 +82,7 @@ pub fn attention(qkv: &Tensor, heads: usize, scale: f32, mask: Option<&Tensor>, 
             softmax_in_place(&mut row[..l], scale, m);
         }
         let values = PackedB::pack_strided(&x[base + 2 * d..], dh, l, (1, d3), precision);
-        let dst = out_ptr.0.wrapping_add(bi * l * d + h * dh);
+        let dst = out_ptr.get().wrapping_add(bi * l * d + h * dh);
         if direct {
             // SAFETY: dh is a whole number of panels, so the kernel writes
             // exactly this head's columns of each output row.
@@ -76,7 +91,18 @@ pub fn attention(qkv: &Tensor, heads: usize, scale: f32, mask: Option<&Tensor>, 
             let w = dh.div_ceil(NR) * NR;
             let mut tmp = vec![0f32; l * w];
             // SAFETY: `tmp` holds l rows of w floats.
-            unsafe { gemm::gemm(&scores, lpad, l, &values, tmp.as_mut_ptr(), w, &Plain, Threads::One) };
+            unsafe {
+                gemm::gemm(
+                    &scores,
+                    lpad,
+                    l,
+                    &values,
+                    tmp.as_mut_ptr(),
+                    w,
+                    &Plain,
+                    Threads::One,
+                )
+            };
             for (i, row) in tmp.chunks(w).enumerate() {
                 // SAFETY: row i of this head's columns, written by this task only.
                 unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), dst.add(i * d), dh) };
@@ -85,12 +111,6 @@ pub fn attention(qkv: &Tensor, heads: usize, scale: f32, mask: Option<&Tensor>, 
     });
     Ok(Tensor::from_vec(out, (b, l, d), &Device::Cpu)?)
 }
-
-/// The output shared by the head tasks, which write disjoint columns.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
 
 #[cfg(test)]
 mod tests {
@@ -102,8 +122,14 @@ mod tests {
         let (b, l, d3) = qkv.dims3().unwrap();
         let d = d3 / 3;
         let split = |i: usize| {
-            qkv.narrow(2, i * d, d).unwrap().reshape((b, l, heads, d / heads)).unwrap()
-                .transpose(1, 2).unwrap().contiguous().unwrap()
+            qkv.narrow(2, i * d, d)
+                .unwrap()
+                .reshape((b, l, heads, d / heads))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
         };
         let (q, k, v) = (split(0), split(1), split(2));
         let mut s = (q.matmul(&k.t().unwrap()).unwrap() * scale).unwrap();
@@ -111,10 +137,23 @@ mod tests {
             s = s.broadcast_add(m).unwrap();
         }
         let p = candle_nn::ops::softmax(&s, D::Minus1).unwrap();
-        p.matmul(&v).unwrap().transpose(1, 2).unwrap().reshape((b, l, d)).unwrap()
+        p.matmul(&v)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((b, l, d))
+            .unwrap()
     }
 
-    fn check(precision: Precision, b: usize, l: usize, heads: usize, dh: usize, causal: bool, tol: f32) {
+    fn check(
+        precision: Precision,
+        b: usize,
+        l: usize,
+        heads: usize,
+        dh: usize,
+        causal: bool,
+        tol: f32,
+    ) {
         if !super::super::cpu_has(precision) {
             eprintln!("skipped: no {precision:?} kernel on this CPU");
             return;
@@ -129,16 +168,32 @@ mod tests {
         } else {
             // Padding: the last two keys of every sequence but the first.
             let m: Vec<f32> = (0..b * l)
-                .map(|i| if i / l > 0 && i % l >= l - 2 { f32::MIN } else { 0.0 })
+                .map(|i| {
+                    if i / l > 0 && i % l >= l - 2 {
+                        f32::MIN
+                    } else {
+                        0.0
+                    }
+                })
                 .collect();
             Tensor::from_vec(m, (b, 1, 1, l), &dev).unwrap()
         };
         let scale = (dh as f64).powf(-0.5);
         let want = reference(&qkv, heads, scale, Some(&mask));
         let got = attention(&qkv, heads, scale as f32, Some(&mask), precision).unwrap();
-        let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_dtype(DType::F32).unwrap();
+        let diff = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
         let diff = diff.to_scalar::<f32>().unwrap();
-        assert!(diff < tol, "{precision:?} b={b} l={l} heads={heads} dh={dh}: max |Δ| {diff}");
+        assert!(
+            diff < tol,
+            "{precision:?} b={b} l={l} heads={heads} dh={dh}: max |Δ| {diff}"
+        );
     }
 
     #[test]

@@ -83,7 +83,9 @@ impl Storage {
     fn as_mut_slice(&mut self, len: usize) -> &mut [u32] {
         match self {
             // SAFETY: as in `as_slice`, and borrowed mutably.
-            Storage::Map(m) => unsafe { std::slice::from_raw_parts_mut(m.as_mut_ptr().cast(), len) },
+            Storage::Map(m) => unsafe {
+                std::slice::from_raw_parts_mut(m.as_mut_ptr().cast(), len)
+            },
             Storage::Vec(v) => &mut v[..len],
         }
     }
@@ -91,7 +93,11 @@ impl Storage {
 
 impl std::fmt::Debug for PackedB {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PackedB({:?}, n={}, k={})", self.precision, self.n, self.k)
+        write!(
+            f,
+            "PackedB({:?}, n={}, k={})",
+            self.precision, self.n, self.k
+        )
     }
 }
 
@@ -121,9 +127,18 @@ impl PackedB {
 
     /// Packs `[n, k]` whose element `(j, kk)` is `w[j·stride.0 + kk·stride.1]`:
     /// a weight, a slice of keys, or values read transposed.
-    pub fn pack_strided(w: &[f32], n: usize, k: usize, stride: (usize, usize), precision: Precision) -> Self {
+    pub fn pack_strided(
+        w: &[f32],
+        n: usize,
+        k: usize,
+        stride: (usize, usize),
+        precision: Precision,
+    ) -> Self {
         let (sn, sk) = stride;
-        assert!(n == 0 || k == 0 || w.len() > (n - 1) * sn + (k - 1) * sk, "strided weight length");
+        assert!(
+            n == 0 || k == 0 || w.len() > (n - 1) * sn + (k - 1) * sk,
+            "strided weight length"
+        );
         let panels = n.div_ceil(NR);
         let rows = Self::rows_for(k, precision);
         let len = panels * rows * NR;
@@ -134,7 +149,9 @@ impl PackedB {
                 for r in 0..rows {
                     panel[r * NR + j % NR] = match precision {
                         Precision::F32 => at(j, r).to_bits(),
-                        Precision::Bf16 => bf16_bits(at(j, 2 * r)) | (bf16_bits(at(j, 2 * r + 1)) << 16),
+                        Precision::Bf16 => {
+                            bf16_bits(at(j, 2 * r)) | (bf16_bits(at(j, 2 * r + 1)) << 16)
+                        }
                     };
                 }
             }
@@ -188,7 +205,11 @@ impl PackedB {
                 Precision::F32 => f32::from_bits(panel[kk * NR + j % NR]),
                 Precision::Bf16 => {
                     let pair = panel[(kk / 2) * NR + j % NR];
-                    bf16_to_f32(if kk % 2 == 0 { pair & 0xffff } else { pair >> 16 })
+                    bf16_to_f32(if kk % 2 == 0 {
+                        pair & 0xffff
+                    } else {
+                        pair >> 16
+                    })
                 }
             };
         }
@@ -216,11 +237,18 @@ pub trait Epilogue: Sync {
     fn apply(&self, row: usize, col: usize, tile: &mut [f32]);
 }
 
-/// `C` as a raw pointer shared by the threads, which write disjoint columns.
+/// An output as a raw pointer shared by threads that write disjoint parts.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub(super) struct OutPtr(pub *mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// The pointer (a method, so that closures capture the `Send` wrapper).
+    pub fn get(self) -> *mut f32 {
+        self.0
+    }
+}
 
 /// `c[m, ldc] = a[m, k] · bᵀ`, then `epi` on every output row segment. `c`
 /// may be uninitialised: every element of the `m × 32·ceil(n/32)` block is
@@ -245,8 +273,12 @@ pub unsafe fn gemm(
     let k = b.k;
     assert!(m == 0 || (lda_in >= k && a.len() >= (m - 1) * lda_in + k));
     assert!(ldc >= b.panels() * NR);
-    assert!(super::cpu_has(b.precision), "CPU lacks the kernel's features");
-    let parallel = threads == Threads::Auto && m * b.n * k >= 1 << 20 && rayon::current_num_threads() > 1;
+    assert!(
+        super::cpu_has(b.precision),
+        "CPU lacks the kernel's features"
+    );
+    let parallel =
+        threads == Threads::Auto && m * b.n * k >= 1 << 20 && rayon::current_num_threads() > 1;
 
     // A once more, row-major with a padded row stride: as bf16 pairs for the
     // bf16 kernel, and for both so that the 12 rows a micro-kernel reads do
@@ -259,22 +291,31 @@ pub unsafe fn gemm(
     }
     let pack = |(i, out): (usize, &mut [u32])| pack_a_row(&a[i * lda_in..][..k], b.precision, out);
     if parallel {
-        packed_a[..m * lda].par_chunks_mut(lda).enumerate().for_each(pack);
+        packed_a[..m * lda]
+            .par_chunks_mut(lda)
+            .enumerate()
+            .for_each(pack);
     } else {
-        packed_a[..m * lda].chunks_mut(lda).enumerate().for_each(pack);
+        packed_a[..m * lda]
+            .chunks_mut(lda)
+            .enumerate()
+            .for_each(pack);
     }
 
     let panels = b.panels();
-    let threads = if parallel { rayon::current_num_threads() } else { 1 };
+    let threads = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
     let groups_wanted = threads * panels.div_ceil(threads * MAX_GROUP);
     let group = panels.div_ceil(groups_wanted);
     let out = OutPtr(c);
     let a_ref = &packed_a[..];
     let run = |g: usize| {
-        let out = out;
         let panels = g * group..((g + 1) * group).min(panels);
         // SAFETY: features checked above; each group writes only its columns.
-        unsafe { run_group(a_ref, lda, m, b, out.0, ldc, panels, epi) }
+        unsafe { run_group(a_ref, lda, m, b, out.get(), ldc, panels, epi) }
     };
     let ngroups = panels.div_ceil(group);
     if parallel {
@@ -321,7 +362,9 @@ unsafe fn run_group(
                     let ap = a[i0 * lda + r0..].as_ptr();
                     let cp = c.add(i0 * ldc + p * NR);
                     match b.precision {
-                        Precision::F32 => tile_f32(mr, kc, ap.cast(), lda, bp.cast(), cp, ldc, r0 == 0),
+                        Precision::F32 => {
+                            tile_f32(mr, kc, ap.cast(), lda, bp.cast(), cp, ldc, r0 == 0)
+                        }
                         Precision::Bf16 => tile_bf16(mr, kc, ap, lda, bp, cp, ldc, r0 == 0),
                     }
                 }
@@ -330,7 +373,11 @@ unsafe fn run_group(
         }
         // The block's outputs are final and still in L2.
         for i in m0..m1 {
-            epi.apply(i, col0, std::slice::from_raw_parts_mut(c.add(i * ldc + col0), cols));
+            epi.apply(
+                i,
+                col0,
+                std::slice::from_raw_parts_mut(c.add(i * ldc + col0), cols),
+            );
         }
     }
 }
@@ -372,19 +419,45 @@ macro_rules! by_rows {
 
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_f32(mr: usize, kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, ldc: usize, first: bool) {
+unsafe fn tile_f32(
+    mr: usize,
+    kc: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    first: bool,
+) {
     by_rows!(mr, micro_f32, kc, a, lda, b, c, ldc, first)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_bf16(mr: usize, kc: usize, a: *const u32, lda: usize, b: *const u32, c: *mut f32, ldc: usize, first: bool) {
+unsafe fn tile_bf16(
+    mr: usize,
+    kc: usize,
+    a: *const u32,
+    lda: usize,
+    b: *const u32,
+    c: *mut f32,
+    ldc: usize,
+    first: bool,
+) {
     by_rows!(mr, micro_bf16, kc, a, lda, b, c, ldc, first)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn micro_f32<const R: usize>(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, ldc: usize, first: bool) {
+unsafe fn micro_f32<const R: usize>(
+    kc: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    first: bool,
+) {
     let (mut lo, mut hi) = load_acc::<R>(c, ldc, first);
     for r in 0..kc {
         let b0 = _mm512_loadu_ps(b.add(r * NR));
@@ -400,7 +473,15 @@ unsafe fn micro_f32<const R: usize>(kc: usize, a: *const f32, lda: usize, b: *co
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn micro_bf16<const R: usize>(kc: usize, a: *const u32, lda: usize, b: *const u32, c: *mut f32, ldc: usize, first: bool) {
+unsafe fn micro_bf16<const R: usize>(
+    kc: usize,
+    a: *const u32,
+    lda: usize,
+    b: *const u32,
+    c: *mut f32,
+    ldc: usize,
+    first: bool,
+) {
     let (mut lo, mut hi) = load_acc::<R>(c, ldc, first);
     for r in 0..kc {
         let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(r * NR).cast()));
@@ -416,7 +497,11 @@ unsafe fn micro_bf16<const R: usize>(kc: usize, a: *const u32, lda: usize, b: *c
 
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn load_acc<const R: usize>(c: *const f32, ldc: usize, first: bool) -> ([__m512; R], [__m512; R]) {
+unsafe fn load_acc<const R: usize>(
+    c: *const f32,
+    ldc: usize,
+    first: bool,
+) -> ([__m512; R], [__m512; R]) {
     let mut lo = [_mm512_setzero_ps(); R];
     let mut hi = [_mm512_setzero_ps(); R];
     if !first {
@@ -440,12 +525,30 @@ unsafe fn store_acc<const R: usize>(c: *mut f32, ldc: usize, lo: &[__m512; R], h
 // Never called: `cpu_has` is false off x86-64, so nothing is packed there.
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_f32(_: usize, _: usize, _: *const f32, _: usize, _: *const f32, _: *mut f32, _: usize, _: bool) {
+unsafe fn tile_f32(
+    _: usize,
+    _: usize,
+    _: *const f32,
+    _: usize,
+    _: *const f32,
+    _: *mut f32,
+    _: usize,
+    _: bool,
+) {
     unreachable!("AVX-512 kernels on a non-x86 CPU")
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_bf16(_: usize, _: usize, _: *const u32, _: usize, _: *const u32, _: *mut f32, _: usize, _: bool) {
+unsafe fn tile_bf16(
+    _: usize,
+    _: usize,
+    _: *const u32,
+    _: usize,
+    _: *const u32,
+    _: *mut f32,
+    _: usize,
+    _: bool,
+) {
     unreachable!("AVX-512 kernels on a non-x86 CPU")
 }

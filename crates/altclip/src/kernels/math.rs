@@ -103,7 +103,10 @@ mod tests {
         for i in -870..=880 {
             let x = i as f32 * 0.1 + 0.013;
             let (got, want) = (exp(x), x.exp());
-            assert!(((got - want) / want).abs() < 3e-7, "exp({x}) = {got}, want {want}");
+            assert!(
+                ((got - want) / want).abs() < 3e-7,
+                "exp({x}) = {got}, want {want}"
+            );
         }
     }
 
@@ -118,14 +121,20 @@ mod tests {
             let tanh = gelu_tanh(x) as f64;
             let c = (2.0 / std::f64::consts::PI).sqrt();
             let want = 0.5 * xd * (1.0 + (c * (xd + 0.044715 * xd.powi(3))).tanh());
-            assert!((tanh - want).abs() < 3e-7 * (1.0 + want.abs()), "gelu_tanh({x})");
+            assert!(
+                (tanh - want).abs() < 3e-7 * (1.0 + want.abs()),
+                "gelu_tanh({x})"
+            );
             let quick = {
                 let mut v = [x];
                 activate_slice(Activation::QuickGelu, &mut v);
                 v[0] as f64
             };
             let want = xd / (1.0 + (-1.702 * xd).exp());
-            assert!((quick - want).abs() < 3e-7 * (1.0 + want.abs()), "quick_gelu({x})");
+            assert!(
+                (quick - want).abs() < 3e-7 * (1.0 + want.abs()),
+                "quick_gelu({x})"
+            );
         }
         assert!(gelu_erf(-30.0).abs() < 1e-30);
         assert_eq!(gelu_erf(30.0), 30.0);

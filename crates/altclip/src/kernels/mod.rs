@@ -91,7 +91,10 @@ impl PackedLinear {
     /// Packs `weight` (`[out, in]`, any float dtype) and `bias` (`[out]`).
     pub fn new(weight: &Tensor, bias: Option<&Tensor>, precision: Precision) -> Result<Self> {
         let (n, k) = weight.dims2()?;
-        let w = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let w = weight
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         let bias = match bias {
             Some(b) => Some(b.to_dtype(DType::F32)?.to_vec1::<f32>()?),
             None => None,
@@ -100,7 +103,13 @@ impl PackedLinear {
     }
 
     /// Packs a row-major `[n, k]` weight given as f32.
-    pub fn from_f32(weight: &[f32], n: usize, k: usize, bias: Option<Vec<f32>>, precision: Precision) -> Self {
+    pub fn from_f32(
+        weight: &[f32],
+        n: usize,
+        k: usize,
+        bias: Option<Vec<f32>>,
+        precision: Precision,
+    ) -> Self {
         Self {
             weight: PackedB::pack(weight, n, k, precision),
             bias,
@@ -150,7 +159,13 @@ impl PackedLinear {
         })
     }
 
-    fn run(&self, x: &[f32], dims: &[usize], act: Option<Activation>, residual: Option<&[f32]>) -> (Vec<f32>, Shape) {
+    fn run(
+        &self,
+        x: &[f32],
+        dims: &[usize],
+        act: Option<Activation>,
+        residual: Option<&[f32]>,
+    ) -> (Vec<f32>, Shape) {
         let (n, k) = (self.weight.n, self.weight.k);
         let m = x.len() / k;
         let padded = n.div_ceil(NR) * NR;
@@ -164,7 +179,16 @@ impl PackedLinear {
         // SAFETY: `out` holds m × padded floats, every one of which `gemm`
         // writes (it never reads one it has not written) before `set_len`.
         unsafe {
-            gemm::gemm(x, k, m, &self.weight, out.as_mut_ptr(), padded, &epi, gemm::Threads::Auto);
+            gemm::gemm(
+                x,
+                k,
+                m,
+                &self.weight,
+                out.as_mut_ptr(),
+                padded,
+                &epi,
+                gemm::Threads::Auto,
+            );
             out.set_len(m * padded);
         }
         if padded != n {
@@ -218,7 +242,12 @@ struct LinearOp<'a> {
 }
 
 /// The contiguous f32 data of a CPU tensor whose last dimension is `k`.
-fn f32_input<'a>(s: &'a CpuStorage, l: &Layout, k: usize, what: &str) -> candle_core::Result<&'a [f32]> {
+fn f32_input<'a>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    k: usize,
+    what: &str,
+) -> candle_core::Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
         candle_core::bail!("packed linear: {what} must be f32, got {:?}", s.dtype());
     };
@@ -226,7 +255,10 @@ fn f32_input<'a>(s: &'a CpuStorage, l: &Layout, k: usize, what: &str) -> candle_
         candle_core::bail!("packed linear: {what} must be contiguous");
     };
     if l.dims().last() != Some(&k) {
-        candle_core::bail!("packed linear: {what} has shape {:?}, expected last dimension {k}", l.dims());
+        candle_core::bail!(
+            "packed linear: {what} has shape {:?}, expected last dimension {k}",
+            l.dims()
+        );
     }
     Ok(&v[start..end])
 }
@@ -258,7 +290,11 @@ impl CustomOp2 for LinearOp<'_> {
         let x = f32_input(s, l, self.linear.in_dim(), "input")?;
         let r = f32_input(rs, rl, self.linear.out_dim(), "residual")?;
         if r.len() / self.linear.out_dim() != x.len() / self.linear.in_dim() {
-            candle_core::bail!("packed linear: residual {:?} does not match input {:?}", rl.dims(), l.dims());
+            candle_core::bail!(
+                "packed linear: residual {:?} does not match input {:?}",
+                rl.dims(),
+                l.dims()
+            );
         }
         let (out, shape) = self.linear.run(x, l.dims(), self.act, Some(r));
         Ok((CpuStorage::F32(out), shape))
@@ -274,14 +310,25 @@ mod tests {
         let mut s = seed;
         (0..n)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
             })
             .collect()
     }
 
     /// `act(x·Wᵀ + b) + r` in f64, the reference for both kernels.
-    fn reference(x: &[f32], w: &[f32], b: &[f32], r: &[f32], m: usize, n: usize, k: usize, act: Activation) -> Vec<f32> {
+    fn reference(
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        r: &[f32],
+        m: usize,
+        n: usize,
+        k: usize,
+        act: Activation,
+    ) -> Vec<f32> {
         let mut out = vec![0f32; m * n];
         for i in 0..m {
             for j in 0..n {
@@ -307,7 +354,11 @@ mod tests {
         let (xr, wr) = match precision {
             // The bf16 kernel rounds its inputs: compare with rounded inputs.
             Precision::Bf16 => {
-                let round = |v: &[f32]| v.iter().map(|&x| gemm::bf16_to_f32(gemm::bf16_bits(x))).collect::<Vec<_>>();
+                let round = |v: &[f32]| {
+                    v.iter()
+                        .map(|&x| gemm::bf16_to_f32(gemm::bf16_bits(x)))
+                        .collect::<Vec<_>>()
+                };
                 (round(&x), round(&w))
             }
             Precision::F32 => (x.clone(), w.clone()),
@@ -321,25 +372,47 @@ mod tests {
         let got = lin.forward(&xt, Some(Activation::Gelu), Some(&rt)).unwrap();
         assert_eq!(got.dims(), &[1, m, n]);
         let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        assert!(worst < tol, "{precision:?} m={m} n={n} k={k}: max |Δ| {worst}");
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst < tol,
+            "{precision:?} m={m} n={n} k={k}: max |Δ| {worst}"
+        );
         if precision == Precision::F32 {
             let (w2, _) = lin.unpack(&dev).unwrap();
-            assert_eq!(w2.flatten_all().unwrap().to_vec1::<f32>().unwrap(), wt.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            assert_eq!(
+                w2.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                wt.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            );
         }
     }
 
     #[test]
     fn f32_kernel_matches_reference_on_ragged_shapes() {
         // Row remainders (1..12), partial panels, K across block boundaries.
-        for (m, n, k) in [(1, 32, 8), (13, 37, 300), (25, 96, 513), (7, 5, 3), (64, 160, 1030)] {
+        for (m, n, k) in [
+            (1, 32, 8),
+            (13, 37, 300),
+            (25, 96, 513),
+            (7, 5, 3),
+            (64, 160, 1030),
+        ] {
             check(Precision::F32, m, n, k, 2e-5 * (k as f32).sqrt());
         }
     }
 
     #[test]
     fn bf16_kernel_matches_reference_on_ragged_shapes() {
-        for (m, n, k) in [(1, 32, 8), (13, 37, 301), (25, 96, 513), (7, 5, 3), (64, 160, 1030)] {
+        for (m, n, k) in [
+            (1, 32, 8),
+            (13, 37, 301),
+            (25, 96, 513),
+            (7, 5, 3),
+            (64, 160, 1030),
+        ] {
             check(Precision::Bf16, m, n, k, 2e-5 * (k as f32).sqrt());
         }
     }

@@ -48,7 +48,9 @@ fn row_generic(v: &mut [f32], scale: f32) {
             *m = m.max(x * scale);
         }
     }
-    let mut top = tail.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x * scale));
+    let mut top = tail
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| m.max(x * scale));
     top = max.iter().fold(top, |m, &x| m.max(x));
     let mut sum = [0f32; LANES];
     let mut chunks = v.chunks_exact_mut(LANES);
@@ -76,13 +78,20 @@ mod tests {
     fn matches_candle_softmax() {
         for n in [1, 7, 16, 257, 300] {
             let x = Tensor::randn(0f32, 3.0, (1, n), &Device::Cpu).unwrap();
-            let mask: Vec<f32> = (0..n).map(|i| if i % 5 == 4 { f32::MIN } else { 0.0 }).collect();
+            let mask: Vec<f32> = (0..n)
+                .map(|i| if i % 5 == 4 { f32::MIN } else { 0.0 })
+                .collect();
             let m = Tensor::from_slice(&mask, (1, n), &Device::Cpu).unwrap();
-            let want = candle_nn::ops::softmax_last_dim(&((&x * 0.125).unwrap() + &m).unwrap()).unwrap();
+            let want =
+                candle_nn::ops::softmax_last_dim(&((&x * 0.125).unwrap() + &m).unwrap()).unwrap();
             let mut got = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             softmax_in_place(&mut got, 0.125, Some(&mask));
             let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let diff = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
             assert!(diff < 1e-6, "n={n}: {diff}");
         }
     }
