@@ -125,7 +125,7 @@ impl AltDiffusion {
     /// The latent shape for an image of `width` × `height`.
     pub fn latent_shape(&self, width: usize, height: usize) -> Result<[usize; 4]> {
         let f = self.vae.factor;
-        if width == 0 || height == 0 || width % f != 0 || height % f != 0 {
+        if width == 0 || height == 0 || !width.is_multiple_of(f) || !height.is_multiple_of(f) {
             return Err(Error::Unsupported(format!(
                 "{width}x{height}: width and height must be positive multiples of {f}"
             )));

@@ -72,9 +72,13 @@ impl Linear {
         let mut bias = Vec::with_capacity(parts.len() * out_dim);
         for w in parts {
             w.read_f32(&[out_dim, in_dim], "weight", |d| {
-                Ok(weight.extend_from_slice(d))
+                weight.extend_from_slice(d);
+                Ok(())
             })?;
-            w.read_f32(&[out_dim], "bias", |d| Ok(bias.extend_from_slice(d)))?;
+            w.read_f32(&[out_dim], "bias", |d| {
+                bias.extend_from_slice(d);
+                Ok(())
+            })?;
         }
         let n = parts.len() * out_dim;
         let packed = PackedLinear::from_f32(&weight, n, in_dim, Some(bias), precision);

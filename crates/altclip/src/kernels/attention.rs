@@ -53,7 +53,7 @@ pub fn attention(
     let mut out = vec![0f32; b * l * d];
     let out_ptr = OutPtr(out.as_mut_ptr());
     let lpad = l.div_ceil(NR) * NR;
-    let direct = dh % NR == 0;
+    let direct = dh.is_multiple_of(NR);
     (0..b * heads).into_par_iter().for_each(|task| {
         let (bi, h) = (task / heads, task % heads);
         let base = bi * l * d3 + h * dh;

@@ -319,6 +319,7 @@ mod tests {
     }
 
     /// `act(x·Wᵀ + b) + r` in f64, the reference for both kernels.
+    #[allow(clippy::too_many_arguments)]
     fn reference(
         x: &[f32],
         w: &[f32],

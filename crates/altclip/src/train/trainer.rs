@@ -166,7 +166,9 @@ impl<'s> Trainer<'s> {
         out_dir: &Path,
     ) -> Result<Self> {
         let c = &config;
-        if c.grad_accumulation == 0 || c.batch_size == 0 || c.batch_size % c.grad_accumulation != 0
+        if c.grad_accumulation == 0
+            || c.batch_size == 0
+            || !c.batch_size.is_multiple_of(c.grad_accumulation)
         {
             return Err(Error::Invalid(format!(
                 "batch size {} must be a positive multiple of the gradient accumulation {}",
@@ -231,7 +233,7 @@ impl<'s> Trainer<'s> {
     /// summed, clipped, then AdamW at the schedule's rate for this step.
     pub fn train_step(&mut self, objective: &dyn Objective, batch: &[usize]) -> Result<StepLog> {
         let accumulation = self.config.grad_accumulation;
-        if batch.is_empty() || batch.len() % accumulation != 0 {
+        if batch.is_empty() || !batch.len().is_multiple_of(accumulation) {
             return Err(Error::Invalid(format!(
                 "a batch of {} examples does not split into {accumulation} equal micro-batches",
                 batch.len()
@@ -428,7 +430,12 @@ impl<'s> Trainer<'s> {
                 total_steps: self.schedule.total_steps,
             });
             let last = self.step == self.schedule.total_steps;
-            if self.config.eval_every.is_some_and(|n| self.step % n == 0) || last {
+            if self
+                .config
+                .eval_every
+                .is_some_and(|n| self.step.is_multiple_of(n))
+                || last
+            {
                 if let Some(metrics) = objective.evaluate(self.student)? {
                     let line = serde_json::json!({"step": self.step, "eval": metrics});
                     write_line(&mut log, &self.out_dir, &line)?;
@@ -438,7 +445,11 @@ impl<'s> Trainer<'s> {
                     });
                 }
             }
-            if self.config.save_every.is_some_and(|n| self.step % n == 0) {
+            if self
+                .config
+                .save_every
+                .is_some_and(|n| self.step.is_multiple_of(n))
+            {
                 let path = self.save_checkpoint()?;
                 go_on &= on_event(Event::Checkpoint {
                     step: self.step,
