@@ -225,7 +225,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let load_s = start.elapsed().as_secs_f64();
     print(&Engine {
         what: "engine",
-        linear_layers: altclip::kernels::describe(args.model.settings.dtype.dtype()),
+        linear_layers: altclip::kernels::describe(clip.dtype, &clip.device),
         threads: rayon::current_num_threads(),
     })?;
     for &b in args.image_batch.iter().filter(|&&b| b > 0) {

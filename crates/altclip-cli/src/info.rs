@@ -38,6 +38,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         "max_length": clip.tokenizer.max_length(),
         "dtype": format!("{:?}", clip.dtype),
         "device": format!("{:?}", clip.device),
+        "linear_layers": altclip::kernels::describe(clip.dtype, &clip.device),
         "parameters": clip.model.parameter_count(),
         "embedding_dim": clip.embedding_dim(),
         "logit_scale": clip.model.logit_scale(),

@@ -42,6 +42,7 @@ pub async fn info(State(state): State<Shared>) -> Json<Value> {
         "dim": clip.embedding_dim(),
         "dtype": format!("{:?}", clip.dtype).to_lowercase(),
         "device": if clip.device.is_cpu() { "cpu".to_string() } else { format!("{:?}", clip.device) },
+        "linear_layers": altclip::kernels::describe(clip.dtype, &clip.device),
         "parameters": clip.model.parameter_count(),
         "max_length": clip.tokenizer.max_length(),
         "image_size": clip.config.vision_config.image_size,

@@ -71,9 +71,15 @@ pub fn plan(dtype: DType, device: &Device) -> (DType, Option<DType>) {
     }
 }
 
-/// One line naming the linear-layer path in use, for `bench` and `info`.
-pub fn describe(dtype: DType) -> &'static str {
-    match precision_for(dtype) {
+/// One line naming the path linear layers of a model requested in `dtype`
+/// take on `device`, for `bench` and `info`.
+pub fn describe(dtype: DType, device: &Device) -> &'static str {
+    let (_, linear) = plan(dtype, device);
+    match device
+        .is_cpu()
+        .then(|| precision_for(linear.unwrap_or(dtype)))
+        .flatten()
+    {
         Some(Precision::F32) => "avx512f f32 kernels (packed weights)",
         Some(Precision::Bf16) => "avx512-bf16 kernels (packed bf16 weights, f32 sums)",
         None => "candle matmul",
