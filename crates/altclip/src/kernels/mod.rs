@@ -425,6 +425,20 @@ mod tests {
     }
 
     #[test]
+    fn empty_batch_gives_an_empty_output() {
+        for p in [Precision::F32, Precision::Bf16]
+            .into_iter()
+            .filter(|&p| cpu_has(p))
+        {
+            let dev = Device::Cpu;
+            let w = Tensor::ones((40, 24), DType::F32, &dev).unwrap();
+            let lin = PackedLinear::new(&w, None, p).unwrap();
+            let x = Tensor::zeros((0, 3, 24), DType::F32, &dev).unwrap();
+            assert_eq!(lin.forward(&x, None, None).unwrap().dims(), &[0, 3, 40]);
+        }
+    }
+
+    #[test]
     fn multithreaded_split_matches_reference() {
         // Big enough to take the parallel path.
         check(Precision::F32, 70, 200, 300, 5e-4);
