@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 use altclip::kernels::{self, PackedLinear, Precision};
 use candle_core::{Device, Tensor};
 
+// The allocator the `altclip` binary uses, so that fresh outputs cost the same.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn rate(flop: f64, mut f: impl FnMut()) -> f64 {
     f();
     let start = Instant::now();

@@ -6,7 +6,7 @@
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
-use super::gemm::{self, Epilogue, OutPtr, PackedB, Precision, Threads, NR};
+use super::gemm::{self, Epilogue, OutPtr, PackedB, Precision, Threads};
 use super::softmax::softmax_in_place;
 use crate::error::{Error, Result};
 
@@ -52,15 +52,13 @@ pub fn attention(
     };
     let mut out = vec![0f32; b * l * d];
     let out_ptr = OutPtr(out.as_mut_ptr());
-    let lpad = l.div_ceil(NR) * NR;
-    let direct = dh.is_multiple_of(NR);
     (0..b * heads).into_par_iter().for_each(|task| {
         let (bi, h) = (task / heads, task % heads);
         let base = bi * l * d3 + h * dh;
         let keys = PackedB::pack_strided(&x[base + d..], l, dh, (d3, 1), precision);
-        let mut scores = Vec::<f32>::with_capacity(l * lpad);
-        // SAFETY: `scores` has room for l rows of lpad ≥ 32·ceil(l/32)
-        // floats, all of which the GEMM writes.
+        let mut scores = Vec::<f32>::with_capacity(l * l);
+        // SAFETY: `scores` has room for l × l floats, all of which the GEMM
+        // writes.
         unsafe {
             gemm::gemm(
                 &x[base..],
@@ -68,46 +66,24 @@ pub fn attention(
                 l,
                 &keys,
                 scores.as_mut_ptr(),
-                lpad,
+                l,
                 &Plain,
                 Threads::One,
             );
-            scores.set_len(l * lpad);
+            scores.set_len(l * l);
         }
-        for (i, row) in scores.chunks_mut(lpad).enumerate() {
+        for (i, row) in scores.chunks_mut(l).enumerate() {
             let m = mask.as_ref().map(|(m, per_row)| match per_row {
                 true => &m[(bi * l + i) * l..][..l],
                 false => &m[bi * l..][..l],
             });
-            softmax_in_place(&mut row[..l], scale, m);
+            softmax_in_place(row, scale, m);
         }
         let values = PackedB::pack_strided(&x[base + 2 * d..], dh, l, (1, d3), precision);
         let dst = out_ptr.get().wrapping_add(bi * l * d + h * dh);
-        if direct {
-            // SAFETY: dh is a whole number of panels, so the kernel writes
-            // exactly this head's columns of each output row.
-            unsafe { gemm::gemm(&scores, lpad, l, &values, dst, d, &Plain, Threads::One) };
-        } else {
-            let w = dh.div_ceil(NR) * NR;
-            let mut tmp = vec![0f32; l * w];
-            // SAFETY: `tmp` holds l rows of w floats.
-            unsafe {
-                gemm::gemm(
-                    &scores,
-                    lpad,
-                    l,
-                    &values,
-                    tmp.as_mut_ptr(),
-                    w,
-                    &Plain,
-                    Threads::One,
-                )
-            };
-            for (i, row) in tmp.chunks(w).enumerate() {
-                // SAFETY: row i of this head's columns, written by this task only.
-                unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), dst.add(i * d), dh) };
-            }
-        }
+        // SAFETY: this task alone writes this head's dh columns of its
+        // sequence's l output rows (d apart).
+        unsafe { gemm::gemm(&scores, l, l, &values, dst, d, &Plain, Threads::One) };
     });
     Ok(Tensor::from_vec(out, (b, l, d), &Device::Cpu)?)
 }

@@ -250,12 +250,11 @@ impl OutPtr {
     }
 }
 
-/// `c[m, ldc] = a[m, k] · bᵀ`, then `epi` on every output row segment. `c`
-/// may be uninitialised: every element of the `m × 32·ceil(n/32)` block is
-/// written before it is read (the columns past `n` are scratch).
+/// `c[m, ..n] = a[m, k] · bᵀ` (rows `ldc` apart), then `epi` on every output
+/// row segment. `c` may be uninitialised: it is only written, once per element.
 ///
 /// # Safety
-/// `c` must be valid for writes of `m` rows of `ldc ≥ 32·ceil(n/32)` floats.
+/// `c` must be valid for writes of `m` rows of `ldc ≥ n` floats.
 ///
 /// # Panics
 /// When the CPU lacks the features of `b.precision` (check [`super::supports`]).
@@ -272,7 +271,7 @@ pub unsafe fn gemm(
 ) {
     let k = b.k;
     assert!(m == 0 || (lda_in >= k && a.len() >= (m - 1) * lda_in + k));
-    assert!(ldc >= b.panels() * NR);
+    assert!(ldc >= b.n);
     assert!(
         super::cpu_has(b.precision),
         "CPU lacks the kernel's features"
@@ -330,6 +329,8 @@ thread_local! {
     /// The packed copy of A, reused between calls (taken, so a nested call
     /// on the same thread simply allocates its own).
     static SCRATCH: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// A worker's block of output tiles, reused likewise.
+    static C_BLOCK: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// One thread's share: every row, the columns of `panels`.
@@ -347,9 +348,18 @@ unsafe fn run_group(
     let rows = b.rows();
     let col0 = panels.start * NR;
     let cols = b.n.min(panels.end * NR) - col0;
-    // Rows in blocks of `MC` so that their output tiles stay in L2 across
-    // the K blocks; within a block, each `W` panel slice is reused by every
-    // row chunk and each slice of `A` by every panel.
+    // The micro-kernels accumulate into a per-thread block whose row stride
+    // is off the 4 KiB multiples that output strides such as 4096 floats are
+    // (12 rows in one L1 set); finished rows are copied out.
+    let lds = panels.len() * NR + 16;
+    let mut block = C_BLOCK.take();
+    if block.len() < MC * lds {
+        block.resize(MC * lds, 0.0);
+    }
+    let blk = block.as_mut_ptr();
+    // Rows in blocks of `MC` so that their tiles stay in L2 across the K
+    // blocks; within a block, each `W` panel slice is reused by every row
+    // chunk and each slice of `A` by every panel.
     for m0 in (0..m).step_by(MC) {
         let m1 = (m0 + MC).min(m);
         let mut r0 = 0;
@@ -360,26 +370,25 @@ unsafe fn run_group(
                 for i0 in (m0..m1).step_by(MR) {
                     let mr = MR.min(m - i0);
                     let ap = a[i0 * lda + r0..].as_ptr();
-                    let cp = c.add(i0 * ldc + p * NR);
+                    let cp = blk.add((i0 - m0) * lds + (p - panels.start) * NR);
                     match b.precision {
                         Precision::F32 => {
-                            tile_f32(mr, kc, ap.cast(), lda, bp.cast(), cp, ldc, r0 == 0)
+                            tile_f32(mr, kc, ap.cast(), lda, bp.cast(), cp, lds, r0 == 0)
                         }
-                        Precision::Bf16 => tile_bf16(mr, kc, ap, lda, bp, cp, ldc, r0 == 0),
+                        Precision::Bf16 => tile_bf16(mr, kc, ap, lda, bp, cp, lds, r0 == 0),
                     }
                 }
             }
             r0 += kc;
         }
-        // The block's outputs are final and still in L2.
+        // The block's rows are final and still in L2.
         for i in m0..m1 {
-            epi.apply(
-                i,
-                col0,
-                std::slice::from_raw_parts_mut(c.add(i * ldc + col0), cols),
-            );
+            let row = &mut block[(i - m0) * lds..][..cols];
+            epi.apply(i, col0, row);
+            std::ptr::copy_nonoverlapping(row.as_ptr(), c.add(i * ldc + col0), cols);
         }
     }
+    C_BLOCK.set(block);
 }
 
 /// One row of A for the kernels: f32 bits, or bf16 pairs (the last one

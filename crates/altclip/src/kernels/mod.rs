@@ -18,7 +18,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Shape, Tensor};
 
 pub use gemm::Precision;
-use gemm::{Epilogue, PackedB, NR};
+use gemm::{Epilogue, PackedB};
 
 use crate::config::Activation;
 use crate::error::Result;
@@ -174,16 +174,15 @@ impl PackedLinear {
     ) -> (Vec<f32>, Shape) {
         let (n, k) = (self.weight.n, self.weight.k);
         let m = x.len() / k;
-        let padded = n.div_ceil(NR) * NR;
         let epi = Fused {
             bias: self.bias.as_deref(),
             act,
             residual,
             n,
         };
-        let mut out = Vec::<f32>::with_capacity(m * padded);
-        // SAFETY: `out` holds m × padded floats, every one of which `gemm`
-        // writes (it never reads one it has not written) before `set_len`.
+        let mut out = Vec::<f32>::with_capacity(m * n);
+        // SAFETY: `out` has room for m × n floats, each of which `gemm`
+        // writes exactly once, before `set_len`.
         unsafe {
             gemm::gemm(
                 x,
@@ -191,17 +190,11 @@ impl PackedLinear {
                 m,
                 &self.weight,
                 out.as_mut_ptr(),
-                padded,
+                n,
                 &epi,
                 gemm::Threads::Auto,
             );
-            out.set_len(m * padded);
-        }
-        if padded != n {
-            for i in 0..m {
-                out.copy_within(i * padded..i * padded + n, i * n);
-            }
-            out.truncate(m * n);
+            out.set_len(m * n);
         }
         let mut shape = dims.to_vec();
         *shape.last_mut().expect("rank checked") = n;
