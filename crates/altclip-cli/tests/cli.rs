@@ -239,8 +239,12 @@ fn info_reports_origin_parameters_and_config() {
     assert_eq!(info["origin"], "local directory");
     assert_eq!(info["embedding_dim"], 32);
     assert_eq!(info["config"]["vision_config"]["patch_size"], 32);
-    assert!(["avx512f f32 kernels (packed weights)", "candle matmul"]
-        .contains(&info["linear_layers"].as_str().unwrap()));
+    assert!([
+        "avx512f f32 kernels (packed weights)",
+        "avx2 f32 kernels (packed weights)",
+        "candle matmul"
+    ]
+    .contains(&info["linear_layers"].as_str().unwrap()));
     assert!(info["parameters"].as_u64().unwrap() > 100_000);
     assert!(info["weights"][0]
         .as_str()

@@ -13,6 +13,8 @@ use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
+use super::cpu::Isa;
+
 /// Output columns per panel: two zmm registers.
 pub const NR: usize = 32;
 /// Rows per micro-tile: 24 accumulators + 2 `W` vectors + 1 broadcast fit the
@@ -20,7 +22,10 @@ pub const NR: usize = 32;
 pub const MR: usize = 12;
 /// K elements per block (f32 kernel; the bf16 kernel takes `KC` pairs).
 const KC: usize = 256;
-/// Rows per block whose output tiles stay in L2 (a multiple of `MR`).
+/// Rows per micro-tile of the AVX2 kernel: 12 ymm accumulators (two 16-column
+/// halves of a panel, one after the other) + 2 `W` + 1 broadcast of 16.
+pub const MR_AVX2: usize = 6;
+/// Rows per block whose output tiles stay in L2 (a multiple of both tiles).
 const MC: usize = 8 * MR;
 /// Panels per thread task at most: 256 columns, a 256 KiB `W` block in f32.
 const MAX_GROUP: usize = 8;
@@ -269,12 +274,44 @@ pub unsafe fn gemm(
     epi: &dyn Epilogue,
     threads: Threads,
 ) {
+    let (chosen, _) = super::cpu::chosen();
+    let isa = match b.precision {
+        Precision::Bf16 => Isa::Avx512,
+        Precision::F32 => chosen.or(super::cpu::detected().0).unwrap_or(Isa::Avx512),
+    };
+    gemm_on(isa, a, lda_in, m, b, c, ldc, epi, threads)
+}
+
+/// [`gemm`] with the f32 kernel of `isa` (tests run both on AVX-512 CPUs).
+///
+/// # Safety
+/// As for [`gemm`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_on(
+    isa: Isa,
+    a: &[f32],
+    lda_in: usize,
+    m: usize,
+    b: &PackedB,
+    c: *mut f32,
+    ldc: usize,
+    epi: &dyn Epilogue,
+    threads: Threads,
+) {
     let k = b.k;
     assert!(m == 0 || (lda_in >= k && a.len() >= (m - 1) * lda_in + k));
     assert!(ldc >= b.n);
+    let (detected, bf16) = super::cpu::detected();
+    let runs = match (b.precision, isa) {
+        (Precision::Bf16, Isa::Avx512) => bf16,
+        (Precision::Bf16, Isa::Avx2) => false,
+        (Precision::F32, Isa::Avx512) => detected == Some(Isa::Avx512),
+        (Precision::F32, Isa::Avx2) => detected.is_some(),
+    };
     assert!(
-        super::cpu_has(b.precision),
-        "CPU lacks the kernel's features"
+        runs,
+        "CPU lacks the features of the {isa:?} {:?} kernel",
+        b.precision
     );
     let parallel =
         threads == Threads::Auto && m * b.n * k >= 1 << 20 && rayon::current_num_threads() > 1;
@@ -314,7 +351,7 @@ pub unsafe fn gemm(
     let run = |g: usize| {
         let panels = g * group..((g + 1) * group).min(panels);
         // SAFETY: features checked above; each group writes only its columns.
-        unsafe { run_group(a_ref, lda, m, b, out.get(), ldc, panels, epi) }
+        unsafe { run_group(isa, a_ref, lda, m, b, out.get(), ldc, panels, epi) }
     };
     let ngroups = panels.div_ceil(group);
     if parallel {
@@ -336,6 +373,7 @@ thread_local! {
 /// One thread's share: every row, the columns of `panels`.
 #[allow(clippy::too_many_arguments)]
 unsafe fn run_group(
+    isa: Isa,
     a: &[u32],
     lda: usize,
     m: usize,
@@ -346,6 +384,10 @@ unsafe fn run_group(
     epi: &dyn Epilogue,
 ) {
     let rows = b.rows();
+    let rows_per_tile = match isa {
+        Isa::Avx512 => MR,
+        Isa::Avx2 => MR_AVX2,
+    };
     let col0 = panels.start * NR;
     let cols = b.n.min(panels.end * NR) - col0;
     // The micro-kernels accumulate into a per-thread block whose row stride
@@ -367,11 +409,14 @@ unsafe fn run_group(
             let kc = KC.min(rows - r0);
             for p in panels.clone() {
                 let bp = b.panel(p)[r0 * NR..].as_ptr();
-                for i0 in (m0..m1).step_by(MR) {
-                    let mr = MR.min(m - i0);
+                for i0 in (m0..m1).step_by(rows_per_tile) {
+                    let mr = rows_per_tile.min(m - i0);
                     let ap = a[i0 * lda + r0..].as_ptr();
                     let cp = blk.add((i0 - m0) * lds + (p - panels.start) * NR);
                     match b.precision {
+                        Precision::F32 if isa == Isa::Avx2 => {
+                            tile_f32_avx2(mr, kc, ap.cast(), lda, bp.cast(), cp, lds, r0 == 0)
+                        }
                         Precision::F32 => {
                             tile_f32(mr, kc, ap.cast(), lda, bp.cast(), cp, lds, r0 == 0)
                         }
@@ -456,6 +501,64 @@ unsafe fn tile_bf16(
     by_rows!(mr, micro_bf16, kc, a, lda, b, c, ldc, first)
 }
 
+/// Dispatches 1..=6 rows to the AVX2 micro-kernel.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_f32_avx2(
+    mr: usize,
+    kc: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    first: bool,
+) {
+    macro_rules! rows {
+        ($($r:literal)*) => {
+            match mr { $($r => micro_f32_avx2::<$r>(kc, a, lda, b, c, ldc, first),)* _ => micro_f32_avx2::<6>(kc, a, lda, b, c, ldc, first) }
+        };
+    }
+    rows!(1 2 3 4 5)
+}
+
+/// The 32-column panel as two 16-column halves, `R` rows each.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn micro_f32_avx2<const R: usize>(
+    kc: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    first: bool,
+) {
+    for half in [0, 16] {
+        let mut lo = [_mm256_setzero_ps(); R];
+        let mut hi = [_mm256_setzero_ps(); R];
+        if !first {
+            for i in 0..R {
+                lo[i] = _mm256_loadu_ps(c.add(i * ldc + half));
+                hi[i] = _mm256_loadu_ps(c.add(i * ldc + half + 8));
+            }
+        }
+        for r in 0..kc {
+            let b0 = _mm256_loadu_ps(b.add(r * NR + half));
+            let b1 = _mm256_loadu_ps(b.add(r * NR + half + 8));
+            for i in 0..R {
+                let x = _mm256_set1_ps(*a.add(i * lda + r));
+                lo[i] = _mm256_fmadd_ps(x, b0, lo[i]);
+                hi[i] = _mm256_fmadd_ps(x, b1, hi[i]);
+            }
+        }
+        for i in 0..R {
+            _mm256_storeu_ps(c.add(i * ldc + half), lo[i]);
+            _mm256_storeu_ps(c.add(i * ldc + half + 8), hi[i]);
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn micro_f32<const R: usize>(
@@ -532,6 +635,21 @@ unsafe fn store_acc<const R: usize>(c: *mut f32, ldc: usize, lo: &[__m512; R], h
 }
 
 // Never called: `cpu_has` is false off x86-64, so nothing is packed there.
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_f32_avx2(
+    _: usize,
+    _: usize,
+    _: *const f32,
+    _: usize,
+    _: *const f32,
+    _: *mut f32,
+    _: usize,
+    _: bool,
+) {
+    unreachable!("AVX2 kernels on a non-x86 CPU")
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile_f32(

@@ -8,6 +8,7 @@
 //! `ALTCLIP_KERNELS=candle` turns the fast path off, for comparisons.
 
 mod attention;
+mod cpu;
 mod gemm;
 pub mod math;
 mod softmax;
@@ -17,6 +18,7 @@ pub use attention::{attention, mask_supported};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Shape, Tensor};
 
+pub use cpu::Isa;
 pub use gemm::Precision;
 use gemm::{Epilogue, PackedB};
 
@@ -26,25 +28,21 @@ use crate::error::Result;
 /// True when this CPU runs the kernels of `precision` and they are not
 /// switched off by `ALTCLIP_KERNELS=candle`.
 pub fn supports(precision: Precision) -> bool {
-    if std::env::var("ALTCLIP_KERNELS").is_ok_and(|v| v == "candle") {
-        return false;
-    }
-    cpu_has(precision)
-}
-
-#[cfg(target_arch = "x86_64")]
-fn cpu_has(precision: Precision) -> bool {
+    let (isa, bf16) = cpu::chosen();
     match precision {
-        Precision::F32 => is_x86_feature_detected!("avx512f"),
-        Precision::Bf16 => {
-            is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
-        }
+        Precision::F32 => isa.is_some(),
+        Precision::Bf16 => bf16,
     }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-fn cpu_has(_: Precision) -> bool {
-    false
+/// Whether the hardware runs the kernels of `precision` at all.
+#[cfg(test)]
+fn cpu_has(precision: Precision) -> bool {
+    let (isa, bf16) = cpu::detected();
+    match precision {
+        Precision::F32 => isa.is_some(),
+        Precision::Bf16 => bf16,
+    }
 }
 
 /// The kernel that serves linear layers of `dtype` on the CPU, if any: f32
@@ -80,6 +78,9 @@ pub fn describe(dtype: DType, device: &Device) -> &'static str {
         .then(|| precision_for(linear.unwrap_or(dtype)))
         .flatten()
     {
+        Some(Precision::F32) if cpu::chosen().0 == Some(Isa::Avx2) => {
+            "avx2 f32 kernels (packed weights)"
+        }
         Some(Precision::F32) => "avx512f f32 kernels (packed weights)",
         Some(Precision::Bf16) => "avx512-bf16 kernels (packed bf16 weights, f32 sums)",
         None => "candle matmul",
@@ -211,14 +212,32 @@ struct Fused<'a> {
 }
 
 impl Epilogue for Fused<'_> {
-    #[allow(unused_unsafe)]
     fn apply(&self, row: usize, col: usize, tile: &mut [f32]) {
-        // SAFETY: packed kernels only run where AVX-512F was detected.
-        unsafe { fused_tile(self, row, col, tile) }
+        #[cfg(target_arch = "x86_64")]
+        match cpu::detected().0 {
+            // SAFETY: the features were detected.
+            Some(Isa::Avx512) => return unsafe { fused_tile_avx512(self, row, col, tile) },
+            Some(Isa::Avx2) => return unsafe { fused_tile_avx2(self, row, col, tile) },
+            None => {}
+        }
+        fused_tile(self, row, col, tile)
     }
 }
 
-#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn fused_tile_avx512(f: &Fused, row: usize, col: usize, tile: &mut [f32]) {
+    fused_tile(f, row, col, tile)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn fused_tile_avx2(f: &Fused, row: usize, col: usize, tile: &mut [f32]) {
+    fused_tile(f, row, col, tile)
+}
+
+/// Compiled once per instruction set through the wrappers above.
+#[inline(always)]
 fn fused_tile(f: &Fused, row: usize, col: usize, tile: &mut [f32]) {
     if let Some(b) = f.bias {
         for (t, b) in tile.iter_mut().zip(&b[col..]) {
@@ -387,6 +406,37 @@ mod tests {
                 w2.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
                 wt.flatten_all().unwrap().to_vec1::<f32>().unwrap()
             );
+            // The AVX2 kernel too, which AVX-512 CPUs also run.
+            let xs = xt.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let rs = rt.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let epi = Fused {
+                bias: lin.bias.as_deref(),
+                act: Some(Activation::Gelu),
+                residual: Some(&rs),
+                n,
+            };
+            let mut out = vec![f32::NAN; m * n];
+            // SAFETY: `out` holds m × n floats; AVX2 is implied by the
+            // f32 kernel being available (AVX-512F or AVX2 + FMA).
+            unsafe {
+                gemm::gemm_on(
+                    Isa::Avx2,
+                    &xs,
+                    k,
+                    m,
+                    &lin.weight,
+                    out.as_mut_ptr(),
+                    n,
+                    &epi,
+                    gemm::Threads::Auto,
+                )
+            };
+            let worst = out
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < tol, "AVX2 m={m} n={n} k={k}: max |Δ| {worst}");
         }
     }
 

@@ -23,9 +23,11 @@ pub(super) fn softmax_in_place(row: &mut [f32], scale: f32, mask: Option<&[f32]>
 #[inline(always)]
 fn row(v: &mut [f32], scale: f32) {
     #[cfg(target_arch = "x86_64")]
-    if super::cpu_has(super::Precision::F32) {
-        // SAFETY: AVX-512F detected.
-        return unsafe { row_avx512(v, scale) };
+    match super::cpu::detected().0 {
+        // SAFETY: the features were detected.
+        Some(super::Isa::Avx512) => return unsafe { row_avx512(v, scale) },
+        Some(super::Isa::Avx2) => return unsafe { row_avx2(v, scale) },
+        None => {}
     }
     row_generic(v, scale)
 }
@@ -33,6 +35,12 @@ fn row(v: &mut [f32], scale: f32) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn row_avx512(v: &mut [f32], scale: f32) {
+    row_generic(v, scale)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn row_avx2(v: &mut [f32], scale: f32) {
     row_generic(v, scale)
 }
 
