@@ -12,9 +12,14 @@ pub enum Isa {
     Avx2,
 }
 
-/// What the hardware offers, ignoring `ALTCLIP_KERNELS`.
-#[cfg(target_arch = "x86_64")]
+/// What the hardware offers, ignoring `ALTCLIP_KERNELS` (detected once).
 pub fn detected() -> (Option<Isa>, bool) {
+    static FOUND: OnceLock<(Option<Isa>, bool)> = OnceLock::new();
+    *FOUND.get_or_init(detect)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect() -> (Option<Isa>, bool) {
     let avx512 = is_x86_feature_detected!("avx512f");
     let isa = if avx512 {
         Some(Isa::Avx512)
@@ -27,7 +32,7 @@ pub fn detected() -> (Option<Isa>, bool) {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-pub fn detected() -> (Option<Isa>, bool) {
+fn detect() -> (Option<Isa>, bool) {
     (None, false)
 }
 
