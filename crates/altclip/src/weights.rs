@@ -5,6 +5,7 @@
 //! `Var`, so the same module loaders build inference and training models.
 
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -50,17 +51,16 @@ impl MappedFile {
         self.metadata.info(name).map(|i| i.shape.clone())
     }
 
-    /// Copies a tensor out of the map, then tells the kernel its pages are no
-    /// longer needed, so that peak memory is one copy of the model, not two.
-    fn load(&self, name: &str, device: &Device) -> Result<Option<Tensor>> {
-        let Some(info) = self.metadata.info(name) else {
-            return Ok(None);
-        };
+    /// Where tensor `name`'s bytes lie in the map, with its metadata.
+    fn locate(&self, name: &str) -> Option<(&safetensors::tensor::TensorInfo, Range<usize>)> {
+        let info = self.metadata.info(name)?;
         let (start, end) = info.data_offsets;
-        let range = self.data_start + start..self.data_start + end;
-        let view = TensorView::new(info.dtype, info.shape.clone(), &self.mmap[range.clone()])
-            .map_err(|e| Error::Invalid(format!("tensor `{name}`: {e}")))?;
-        let tensor = view.load(device)?;
+        Some((info, self.data_start + start..self.data_start + end))
+    }
+
+    /// Tells the kernel that the pages of `range` are no longer needed, so
+    /// that peak memory is one copy of the model, not two.
+    fn release(&self, range: Range<usize>) {
         // SAFETY: the map is private and read-only, so dropped pages are simply
         // re-read from the file if anything touches them again.
         #[cfg(unix)]
@@ -71,47 +71,52 @@ impl MappedFile {
                 range.len(),
             )
         };
+    }
+
+    /// Copies a tensor out of the map, then releases its pages.
+    fn load(&self, name: &str, device: &Device) -> Result<Option<Tensor>> {
+        let Some((info, range)) = self.locate(name) else {
+            return Ok(None);
+        };
+        let view = TensorView::new(info.dtype, info.shape.clone(), &self.mmap[range.clone()])
+            .map_err(|e| Error::Invalid(format!("tensor `{name}`: {e}")))?;
+        let tensor = view.load(device)?;
+        self.release(range);
         Ok(Some(tensor))
+    }
+
+    /// Calls `f` with tensor `name` as f32: straight from the map when it is
+    /// stored as aligned little-endian f32, else converted through
+    /// [`MappedFile::load`]. Its pages are released afterwards either way.
+    fn with_f32<R>(&self, name: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<Option<R>> {
+        let Some((info, range)) = self.locate(name) else {
+            return Ok(None);
+        };
+        let bytes = &self.mmap[range.clone()];
+        if info.dtype == safetensors::Dtype::F32
+            && cfg!(target_endian = "little")
+            && bytes.as_ptr().align_offset(4) == 0
+        {
+            // SAFETY: aligned, length a multiple of 4 (checked by the metadata
+            // parser), and every bit pattern is a valid f32.
+            let data = unsafe {
+                std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), bytes.len() / 4)
+            };
+            let result = f(data)?;
+            self.release(range);
+            return Ok(Some(result));
+        }
+        let t = self.load(name, &Device::Cpu)?.expect("located above");
+        Ok(Some(f(&t
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)?))
     }
 }
 
-impl MappedFile {
-    /// Calls `f` with tensor `name` as f32: straight from the map when it is
-    /// stored as aligned little-endian f32, else converted. Its pages are
-    /// dropped afterwards, as in [`MappedFile::load`].
-    fn with_f32<R>(&self, name: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<Option<R>> {
-        let Some(info) = self.metadata.info(name) else {
-            return Ok(None);
-        };
-        let (start, end) = info.data_offsets;
-        let range = self.data_start + start..self.data_start + end;
-        let bytes = &self.mmap[range.clone()];
-        let result = match info.dtype {
-            safetensors::Dtype::F32
-                if cfg!(target_endian = "little") && bytes.as_ptr().align_offset(4) == 0 =>
-            {
-                // SAFETY: aligned, length a multiple of 4 (checked by the
-                // metadata parser), and every bit pattern is a valid f32.
-                f(unsafe {
-                    std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), bytes.len() / 4)
-                })?
-            }
-            _ => {
-                let t = self.load(name, &Device::Cpu)?.expect("present");
-                f(&t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)?
-            }
-        };
-        #[cfg(unix)]
-        // SAFETY: as in `load`.
-        let _ = unsafe {
-            self.mmap.unchecked_advise_range(
-                memmap2::UncheckedAdvice::DontNeed,
-                range.start,
-                range.len(),
-            )
-        };
-        Ok(Some(result))
-    }
+/// A tensor's elements as row-major f32.
+fn f32_values(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
 }
 
 enum Store {
@@ -419,7 +424,7 @@ impl Weights {
         }
         // Other stores: through a tensor (not counted twice).
         let t = self.load_uncounted(&key)?;
-        f(&t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+        f(&f32_values(&t)?)
     }
 
     fn load(&self, dims: &[usize], name: &str, dtype: DType) -> Result<Tensor> {
