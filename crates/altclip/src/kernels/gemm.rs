@@ -413,15 +413,7 @@ unsafe fn run_group(
                     let mr = rows_per_tile.min(m - i0);
                     let ap = a[i0 * lda + r0..].as_ptr();
                     let cp = blk.add((i0 - m0) * lds + (p - panels.start) * NR);
-                    match b.precision {
-                        Precision::F32 if isa == Isa::Avx2 => {
-                            tile_f32_avx2(mr, kc, ap.cast(), lda, bp.cast(), cp, lds, r0 == 0)
-                        }
-                        Precision::F32 => {
-                            tile_f32(mr, kc, ap.cast(), lda, bp.cast(), cp, lds, r0 == 0)
-                        }
-                        Precision::Bf16 => tile_bf16(mr, kc, ap, lda, bp, cp, lds, r0 == 0),
-                    }
+                    tile(isa, b.precision, mr, kc, ap, lda, bp, cp, lds, r0 == 0);
                 }
             }
             r0 += kc;
@@ -459,36 +451,25 @@ fn pack_a_row(row: &[f32], precision: Precision, out: &mut [u32]) {
     }
 }
 
-/// Dispatches the row count to a const-generic micro-kernel.
+/// Dispatches the row count to a const-generic micro-kernel (`$max` for
+/// every count not listed).
+#[cfg(target_arch = "x86_64")]
 macro_rules! by_rows {
-    ($mr:expr, $f:ident, $($arg:expr),*) => {
+    ($mr:expr, $f:ident, [$($r:literal)*], $max:literal, $args:tt) => {
         match $mr {
-            1 => $f::<1>($($arg),*), 2 => $f::<2>($($arg),*), 3 => $f::<3>($($arg),*),
-            4 => $f::<4>($($arg),*), 5 => $f::<5>($($arg),*), 6 => $f::<6>($($arg),*),
-            7 => $f::<7>($($arg),*), 8 => $f::<8>($($arg),*), 9 => $f::<9>($($arg),*),
-            10 => $f::<10>($($arg),*), 11 => $f::<11>($($arg),*), _ => $f::<12>($($arg),*),
+            $($r => $f::<$r> $args,)*
+            _ => $f::<$max> $args,
         }
     };
 }
 
+/// One micro-tile: `mr` rows of packed A (f32 bits or bf16 pairs) times one
+/// panel slice of B into C, with the kernel of `precision` and `isa`.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_f32(
-    mr: usize,
-    kc: usize,
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    first: bool,
-) {
-    by_rows!(mr, micro_f32, kc, a, lda, b, c, ldc, first)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_bf16(
+unsafe fn tile(
+    isa: Isa,
+    precision: Precision,
     mr: usize,
     kc: usize,
     a: *const u32,
@@ -498,28 +479,48 @@ unsafe fn tile_bf16(
     ldc: usize,
     first: bool,
 ) {
-    by_rows!(mr, micro_bf16, kc, a, lda, b, c, ldc, first)
+    let (af, bf) = (a.cast::<f32>(), b.cast::<f32>());
+    match (precision, isa) {
+        (Precision::Bf16, _) => by_rows!(
+            mr,
+            micro_bf16,
+            [1 2 3 4 5 6 7 8 9 10 11],
+            12,
+            (kc, a, lda, b, c, ldc, first)
+        ),
+        (Precision::F32, Isa::Avx512) => by_rows!(
+            mr,
+            micro_f32,
+            [1 2 3 4 5 6 7 8 9 10 11],
+            12,
+            (kc, af, lda, bf, c, ldc, first)
+        ),
+        (Precision::F32, Isa::Avx2) => by_rows!(
+            mr,
+            micro_f32_avx2,
+            [1 2 3 4 5],
+            6,
+            (kc, af, lda, bf, c, ldc, first)
+        ),
+    }
 }
 
-/// Dispatches 1..=6 rows to the AVX2 micro-kernel.
-#[cfg(target_arch = "x86_64")]
+// Never called: `detected` finds no kernel off x86-64, so nothing is packed there.
+#[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_f32_avx2(
-    mr: usize,
-    kc: usize,
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    first: bool,
+unsafe fn tile(
+    _: Isa,
+    _: Precision,
+    _: usize,
+    _: usize,
+    _: *const u32,
+    _: usize,
+    _: *const u32,
+    _: *mut f32,
+    _: usize,
+    _: bool,
 ) {
-    macro_rules! rows {
-        ($($r:literal)*) => {
-            match mr { $($r => micro_f32_avx2::<$r>(kc, a, lda, b, c, ldc, first),)* _ => micro_f32_avx2::<6>(kc, a, lda, b, c, ldc, first) }
-        };
-    }
-    rows!(1 2 3 4 5)
+    unreachable!("x86-64 kernels on another CPU")
 }
 
 /// The 32-column panel as two 16-column halves, `R` rows each.
@@ -632,50 +633,4 @@ unsafe fn store_acc<const R: usize>(c: *mut f32, ldc: usize, lo: &[__m512; R], h
         _mm512_storeu_ps(c.add(i * ldc), lo[i]);
         _mm512_storeu_ps(c.add(i * ldc + 16), hi[i]);
     }
-}
-
-// Never called: `cpu_has` is false off x86-64, so nothing is packed there.
-#[cfg(not(target_arch = "x86_64"))]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_f32_avx2(
-    _: usize,
-    _: usize,
-    _: *const f32,
-    _: usize,
-    _: *const f32,
-    _: *mut f32,
-    _: usize,
-    _: bool,
-) {
-    unreachable!("AVX2 kernels on a non-x86 CPU")
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_f32(
-    _: usize,
-    _: usize,
-    _: *const f32,
-    _: usize,
-    _: *const f32,
-    _: *mut f32,
-    _: usize,
-    _: bool,
-) {
-    unreachable!("AVX-512 kernels on a non-x86 CPU")
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_bf16(
-    _: usize,
-    _: usize,
-    _: *const u32,
-    _: usize,
-    _: *const u32,
-    _: *mut f32,
-    _: usize,
-    _: bool,
-) {
-    unreachable!("AVX-512 kernels on a non-x86 CPU")
 }
