@@ -80,140 +80,58 @@ mod peak {
 
     const ITERS: usize = 20_000_000;
 
-    /// 24 independent accumulators hide the latency; FLOP per instruction:
-    /// 16 lanes × 2 (f32 FMA) or 16 lanes × 2 products × 2 (bf16 pairs).
-    /// Written in assembly so that nothing but the chains runs.
-    fn fma_f32() -> f32 {
-        // SAFETY: AVX-512F checked by the caller; registers only.
-        unsafe {
-            std::arch::asm!(
-            "2:",
-            "vfmadd231ps zmm0, zmm30, zmm31",
-            "vfmadd231ps zmm1, zmm30, zmm31",
-            "vfmadd231ps zmm2, zmm30, zmm31",
-            "vfmadd231ps zmm3, zmm30, zmm31",
-            "vfmadd231ps zmm4, zmm30, zmm31",
-            "vfmadd231ps zmm5, zmm30, zmm31",
-            "vfmadd231ps zmm6, zmm30, zmm31",
-            "vfmadd231ps zmm7, zmm30, zmm31",
-            "vfmadd231ps zmm8, zmm30, zmm31",
-            "vfmadd231ps zmm9, zmm30, zmm31",
-            "vfmadd231ps zmm10, zmm30, zmm31",
-            "vfmadd231ps zmm11, zmm30, zmm31",
-            "vfmadd231ps zmm12, zmm30, zmm31",
-            "vfmadd231ps zmm13, zmm30, zmm31",
-            "vfmadd231ps zmm14, zmm30, zmm31",
-            "vfmadd231ps zmm15, zmm30, zmm31",
-            "vfmadd231ps zmm16, zmm30, zmm31",
-            "vfmadd231ps zmm17, zmm30, zmm31",
-            "vfmadd231ps zmm18, zmm30, zmm31",
-            "vfmadd231ps zmm19, zmm30, zmm31",
-            "vfmadd231ps zmm20, zmm30, zmm31",
-            "vfmadd231ps zmm21, zmm30, zmm31",
-            "vfmadd231ps zmm22, zmm30, zmm31",
-            "vfmadd231ps zmm23, zmm30, zmm31",
-            "dec {n}",
-            "jnz 2b",
-            n = inout(reg) ITERS => _,
-            out("zmm0") _,
-            out("zmm1") _,
-            out("zmm2") _,
-            out("zmm3") _,
-            out("zmm4") _,
-            out("zmm5") _,
-            out("zmm6") _,
-            out("zmm7") _,
-            out("zmm8") _,
-            out("zmm9") _,
-            out("zmm10") _,
-            out("zmm11") _,
-            out("zmm12") _,
-            out("zmm13") _,
-            out("zmm14") _,
-            out("zmm15") _,
-            out("zmm16") _,
-            out("zmm17") _,
-            out("zmm18") _,
-            out("zmm19") _,
-            out("zmm20") _,
-            out("zmm21") _,
-            out("zmm22") _,
-            out("zmm23") _,
-            out("zmm30") _, out("zmm31") _,
-            options(nostack),
-            );
-        }
-        0.0
+    /// `ITERS` rounds of 24 independent `$insn zmmI, zmm30, zmm31` (enough
+    /// chains to hide the latency), in assembly so that nothing else runs.
+    macro_rules! chains {
+        ($insn:literal) => {
+            // SAFETY: the caller checked the instruction's feature; the loop
+            // touches registers only.
+            unsafe {
+                std::arch::asm!(
+                    "2:",
+                    concat!($insn, " zmm0, zmm30, zmm31"), concat!($insn, " zmm1, zmm30, zmm31"),
+                    concat!($insn, " zmm2, zmm30, zmm31"), concat!($insn, " zmm3, zmm30, zmm31"),
+                    concat!($insn, " zmm4, zmm30, zmm31"), concat!($insn, " zmm5, zmm30, zmm31"),
+                    concat!($insn, " zmm6, zmm30, zmm31"), concat!($insn, " zmm7, zmm30, zmm31"),
+                    concat!($insn, " zmm8, zmm30, zmm31"), concat!($insn, " zmm9, zmm30, zmm31"),
+                    concat!($insn, " zmm10, zmm30, zmm31"), concat!($insn, " zmm11, zmm30, zmm31"),
+                    concat!($insn, " zmm12, zmm30, zmm31"), concat!($insn, " zmm13, zmm30, zmm31"),
+                    concat!($insn, " zmm14, zmm30, zmm31"), concat!($insn, " zmm15, zmm30, zmm31"),
+                    concat!($insn, " zmm16, zmm30, zmm31"), concat!($insn, " zmm17, zmm30, zmm31"),
+                    concat!($insn, " zmm18, zmm30, zmm31"), concat!($insn, " zmm19, zmm30, zmm31"),
+                    concat!($insn, " zmm20, zmm30, zmm31"), concat!($insn, " zmm21, zmm30, zmm31"),
+                    concat!($insn, " zmm22, zmm30, zmm31"), concat!($insn, " zmm23, zmm30, zmm31"),
+                    "dec {n}",
+                    "jnz 2b",
+                    n = inout(reg) ITERS => _,
+                    out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _,
+                    out("zmm4") _, out("zmm5") _, out("zmm6") _, out("zmm7") _,
+                    out("zmm8") _, out("zmm9") _, out("zmm10") _, out("zmm11") _,
+                    out("zmm12") _, out("zmm13") _, out("zmm14") _, out("zmm15") _,
+                    out("zmm16") _, out("zmm17") _, out("zmm18") _, out("zmm19") _,
+                    out("zmm20") _, out("zmm21") _, out("zmm22") _, out("zmm23") _,
+                    out("zmm30") _, out("zmm31") _,
+                    options(nostack),
+                );
+            }
+        };
     }
 
-    fn dp_bf16() -> f32 {
-        // SAFETY: AVX512-BF16 checked by the caller; registers only.
-        unsafe {
-            std::arch::asm!(
-            "2:",
-            "vdpbf16ps zmm0, zmm30, zmm31",
-            "vdpbf16ps zmm1, zmm30, zmm31",
-            "vdpbf16ps zmm2, zmm30, zmm31",
-            "vdpbf16ps zmm3, zmm30, zmm31",
-            "vdpbf16ps zmm4, zmm30, zmm31",
-            "vdpbf16ps zmm5, zmm30, zmm31",
-            "vdpbf16ps zmm6, zmm30, zmm31",
-            "vdpbf16ps zmm7, zmm30, zmm31",
-            "vdpbf16ps zmm8, zmm30, zmm31",
-            "vdpbf16ps zmm9, zmm30, zmm31",
-            "vdpbf16ps zmm10, zmm30, zmm31",
-            "vdpbf16ps zmm11, zmm30, zmm31",
-            "vdpbf16ps zmm12, zmm30, zmm31",
-            "vdpbf16ps zmm13, zmm30, zmm31",
-            "vdpbf16ps zmm14, zmm30, zmm31",
-            "vdpbf16ps zmm15, zmm30, zmm31",
-            "vdpbf16ps zmm16, zmm30, zmm31",
-            "vdpbf16ps zmm17, zmm30, zmm31",
-            "vdpbf16ps zmm18, zmm30, zmm31",
-            "vdpbf16ps zmm19, zmm30, zmm31",
-            "vdpbf16ps zmm20, zmm30, zmm31",
-            "vdpbf16ps zmm21, zmm30, zmm31",
-            "vdpbf16ps zmm22, zmm30, zmm31",
-            "vdpbf16ps zmm23, zmm30, zmm31",
-            "dec {n}",
-            "jnz 2b",
-            n = inout(reg) ITERS => _,
-            out("zmm0") _,
-            out("zmm1") _,
-            out("zmm2") _,
-            out("zmm3") _,
-            out("zmm4") _,
-            out("zmm5") _,
-            out("zmm6") _,
-            out("zmm7") _,
-            out("zmm8") _,
-            out("zmm9") _,
-            out("zmm10") _,
-            out("zmm11") _,
-            out("zmm12") _,
-            out("zmm13") _,
-            out("zmm14") _,
-            out("zmm15") _,
-            out("zmm16") _,
-            out("zmm17") _,
-            out("zmm18") _,
-            out("zmm19") _,
-            out("zmm20") _,
-            out("zmm21") _,
-            out("zmm22") _,
-            out("zmm23") _,
-            out("zmm30") _, out("zmm31") _,
-            options(nostack),
-            );
-        }
-        0.0
+    /// FLOP per instruction: 16 lanes × 2 (f32 FMA), or 16 lanes × 2
+    /// products × 2 (bf16 pairs).
+    fn fma_f32() {
+        chains!("vfmadd231ps");
     }
 
-    fn rate(flop_per_insn: f64, f: fn() -> f32) -> f64 {
+    fn dp_bf16() {
+        chains!("vdpbf16ps");
+    }
+
+    /// GFLOP/s of `f` run on every thread at once.
+    fn rate(flop_per_insn: f64, f: fn()) -> f64 {
         let threads = rayon::current_num_threads();
         let start = Instant::now();
-        let sink: f32 = rayon::broadcast(|_| f()).iter().sum();
-        std::hint::black_box(sink);
+        rayon::broadcast(|_| f());
         (threads * ITERS * 24) as f64 * flop_per_insn / start.elapsed().as_secs_f64() / 1e9
     }
 
