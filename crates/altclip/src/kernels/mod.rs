@@ -363,6 +363,13 @@ mod tests {
         out
     }
 
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max)
+    }
+
     fn check(precision: Precision, m: usize, n: usize, k: usize, tol: f32) {
         if !cpu_has(precision) {
             eprintln!("skipped: this CPU lacks the {precision:?} kernel's features");
@@ -391,11 +398,7 @@ mod tests {
         let got = lin.forward(&xt, Some(Activation::Gelu), Some(&rt)).unwrap();
         assert_eq!(got.dims(), &[1, m, n]);
         let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let worst = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let worst = max_diff(&got, &want);
         assert!(
             worst < tol,
             "{precision:?} m={m} n={n} k={k}: max |Δ| {worst}"
@@ -431,11 +434,7 @@ mod tests {
                     gemm::Threads::Auto,
                 )
             };
-            let worst = out
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let worst = max_diff(&out, &want);
             assert!(worst < tol, "AVX2 m={m} n={n} k={k}: max |Δ| {worst}");
         }
     }
