@@ -232,10 +232,7 @@ impl ClipTextModel {
             act: cfg.hidden_act,
             eps: cfg.layer_norm_eps,
         };
-        let prefix = t.pick_prefix(&["encoder.layers", "encoder.layer"], "0.layer_norm1.weight");
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| ClipEncoderLayer::load(&t.pp(format!("{prefix}.{i}")), dims))
-            .collect::<Result<Vec<_>>>()?;
+        let layers = ClipEncoderLayer::load_stack(&t, dims, cfg.num_hidden_layers)?;
         let text_projection = if w.contains("text_projection.weight") {
             Some(Linear::load_no_bias(
                 &w.pp("text_projection"),

@@ -367,6 +367,15 @@ impl ClipEncoderLayer {
         })
     }
 
+    /// The `count` layers of an encoder under `w` (a tower's root), found at
+    /// `encoder.layers.N` or, as transformers 5 saves them, `encoder.layer.N`.
+    pub fn load_stack(w: &Weights, d: ClipLayerDims, count: usize) -> Result<Vec<Self>> {
+        let prefix = w.pick_prefix(&["encoder.layers", "encoder.layer"], "0.layer_norm1.weight");
+        (0..count)
+            .map(|i| Self::load(&w.pp(format!("{prefix}.{i}")), d))
+            .collect()
+    }
+
     /// `x`: `[B, L, hidden]`; `mask` as in [`Attention::forward`].
     pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let x = self

@@ -26,7 +26,6 @@ impl VisionTower {
         let (h, c, p) = (cfg.hidden_size, cfg.num_channels, cfg.patch_size);
         let e = w.pp("embeddings");
         let patch = e.get(&[h, c, p, p], "patch_embedding.weight")?;
-        let prefix = w.pick_prefix(&["encoder.layers", "encoder.layer"], "0.layer_norm1.weight");
         let dims = ClipLayerDims {
             hidden: h,
             intermediate: cfg.intermediate_size,
@@ -34,9 +33,7 @@ impl VisionTower {
             act: cfg.hidden_act,
             eps: cfg.layer_norm_eps,
         };
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| ClipEncoderLayer::load(&w.pp(format!("{prefix}.{i}")), dims))
-            .collect::<Result<Vec<_>>>()?;
+        let layers = ClipEncoderLayer::load_stack(w, dims, cfg.num_hidden_layers)?;
         Ok(Self {
             patch: Linear::from_parts(patch.reshape((h, c * p * p))?, None, w.linear_precision())?,
             class_embedding: e.get(&[h], "class_embedding")?,
