@@ -340,6 +340,37 @@ fn compare_updated_weights(student: &Student, after: &Path, reference: &Value) -
     (worst_rel, worst_abs, worst_key_bias)
 }
 
+/// Three steps of `per_step` examples, against PyTorch's logged steps and
+/// its weights after them (`{what}_after.safetensors`).
+fn assert_three_steps_match(
+    what: &str,
+    student: &Student,
+    objective: &dyn Objective,
+    examples: usize,
+    per_step: usize,
+    reference: &Value,
+) {
+    let hp = &reference["hyper_parameters"];
+    let out = scratch(&format!("{what}-parity"));
+    let mut trainer = Trainer::new(student, examples, config_from(hp, per_step), &out).unwrap();
+    let logs: Vec<_> = (0..3)
+        .map(|s| {
+            let batch: Vec<usize> = (s * per_step..(s + 1) * per_step).collect();
+            trainer.train_step(objective, &batch).unwrap()
+        })
+        .collect();
+    assert_steps_match(what, &logs, reference);
+    let after = train_fixtures().join(format!("{what}_after.safetensors"));
+    let (rel, abs, key_bias) = compare_updated_weights(student, &after, reference);
+    eprintln!(
+        "{what}: updated weights max |Δ| {abs:.3e}, worst per-tensor update error {rel:.3e}, \
+         key biases max |Δ| {key_bias:.3e}"
+    );
+    let lr = hp["lr"].as_f64().unwrap() as f32;
+    assert!(abs <= 2e-5 && rel <= 1e-3, "abs {abs:.3e} rel {rel:.3e}");
+    assert!(key_bias <= 3.0 * lr, "key biases {key_bias:.3e}");
+}
+
 fn assert_steps_match(what: &str, logs: &[altclip::train::StepLog], reference: &Value) {
     let losses = floats(&reference["losses"]);
     let norms = floats(&reference["grad_norms"]);
@@ -435,29 +466,17 @@ fn distillation_steps_match_pytorch() {
         mode: PairMode::Both,
         eval_batch_size: 8,
     };
-    let hp = &reference["hyper_parameters"];
-    let per_step = 2 * hp["pairs_per_micro_batch"].as_u64().unwrap() as usize;
-    let out = scratch("distill-parity");
-    let mut trainer = Trainer::new(&student, pairs.len(), config_from(hp, per_step), &out).unwrap();
-    let logs: Vec<_> = (0..3)
-        .map(|s| {
-            let batch: Vec<usize> = (s * per_step..(s + 1) * per_step).collect();
-            trainer.train_step(&objective, &batch).unwrap()
-        })
-        .collect();
-    assert_steps_match("distill", &logs, &reference);
-    let (rel, abs, key_bias) = compare_updated_weights(
+    let per_step = 2 * reference["hyper_parameters"]["pairs_per_micro_batch"]
+        .as_u64()
+        .unwrap() as usize;
+    assert_three_steps_match(
+        "distill",
         &student,
-        &train_fixtures().join("distill_after.safetensors"),
+        &objective,
+        pairs.len(),
+        per_step,
         &reference,
     );
-    eprintln!(
-        "distill: updated weights max |Δ| {abs:.3e}, worst per-tensor update error {rel:.3e}, \
-         key biases max |Δ| {key_bias:.3e}"
-    );
-    let lr = hp["lr"].as_f64().unwrap() as f32;
-    assert!(abs <= 2e-5 && rel <= 1e-3, "abs {abs:.3e} rel {rel:.3e}");
-    assert!(key_bias <= 3.0 * lr, "key biases {key_bias:.3e}");
 }
 
 #[test]
@@ -489,29 +508,17 @@ fn contrastive_steps_match_pytorch() {
         scale: reference["logit_scale"].as_f64().unwrap().exp(),
         eval_batch_size: 8,
     };
-    let hp = &reference["hyper_parameters"];
-    let bs = hp["batch_size"].as_u64().unwrap() as usize;
-    let out = scratch("contrastive-parity");
-    let mut trainer = Trainer::new(&student, captions.len(), config_from(hp, bs), &out).unwrap();
-    let logs: Vec<_> = (0..3)
-        .map(|s| {
-            let batch: Vec<usize> = (s * bs..(s + 1) * bs).collect();
-            trainer.train_step(&objective, &batch).unwrap()
-        })
-        .collect();
-    assert_steps_match("contrastive", &logs, &reference);
-    let (rel, abs, key_bias) = compare_updated_weights(
+    let bs = reference["hyper_parameters"]["batch_size"]
+        .as_u64()
+        .unwrap() as usize;
+    assert_three_steps_match(
+        "contrastive",
         &student,
-        &train_fixtures().join("contrastive_after.safetensors"),
+        &objective,
+        captions.len(),
+        bs,
         &reference,
     );
-    eprintln!(
-        "contrastive: updated weights max |Δ| {abs:.3e}, worst per-tensor update error {rel:.3e}, \
-         key biases max |Δ| {key_bias:.3e}"
-    );
-    let lr = hp["lr"].as_f64().unwrap() as f32;
-    assert!(abs <= 2e-5 && rel <= 1e-3, "abs {abs:.3e} rel {rel:.3e}");
-    assert!(key_bias <= 3.0 * lr, "key biases {key_bias:.3e}");
 }
 
 // ---------------------------------------------------------------------------
