@@ -220,11 +220,6 @@ impl PackedB {
         }
         w
     }
-
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        self.len() * 4
-    }
 }
 
 /// Whether a GEMM may split across rayon's threads.

@@ -146,11 +146,6 @@ impl PackedLinear {
         Ok((w, b))
     }
 
-    /// Bytes held by the packed weight.
-    pub fn bytes(&self) -> usize {
-        self.weight.bytes()
-    }
-
     /// `act(x·Wᵀ + b) + residual` for contiguous f32 `x` `[.., in]` on the CPU.
     pub fn forward(
         &self,
@@ -260,7 +255,7 @@ struct LinearOp<'a> {
 }
 
 /// The contiguous f32 data of a CPU tensor whose last dimension is `k`.
-fn f32_input<'a>(
+pub(super) fn f32_input<'a>(
     s: &'a CpuStorage,
     l: &Layout,
     k: usize,
