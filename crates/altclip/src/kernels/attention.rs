@@ -3,9 +3,10 @@
 //! the GEMM kernels, reading Q, K and V in place (no head split or merge
 //! copies) and writing its slice of the merged `[B, L, D]` output.
 
-use candle_core::{Device, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::f32_input;
 use super::gemm::{self, Epilogue, OutPtr, PackedB, Precision, Threads};
 use super::softmax::softmax_in_place;
 use crate::error::{Error, Result};
@@ -37,7 +38,6 @@ pub fn attention(
 ) -> Result<Tensor> {
     let (b, l, d3) = qkv.dims3()?;
     let d = d3 / 3;
-    let dh = d / heads;
     if d3 % 3 != 0 || d % heads != 0 || !mask_supported(mask, b, l) {
         return Err(Error::Invalid(format!(
             "attention kernel: qkv {:?} with {heads} heads and mask {:?}",
@@ -45,53 +45,88 @@ pub fn attention(
             mask.map(|m| m.dims().to_vec())
         )));
     }
-    let x = qkv.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-    let mask: Option<(Vec<f32>, bool)> = match mask {
+    let mask = match mask {
         Some(m) => Some((m.flatten_all()?.to_vec1::<f32>()?, m.dim(2)? == l)),
         None => None,
     };
-    let mut out = vec![0f32; b * l * d];
-    let out_ptr = OutPtr(out.as_mut_ptr());
-    (0..b * heads).into_par_iter().for_each(|task| {
-        let (bi, h) = (task / heads, task % heads);
-        let base = bi * l * d3 + h * dh;
-        let keys = PackedB::pack_strided(&x[base + d..], l, dh, (d3, 1), precision);
-        let mut scores = Vec::<f32>::with_capacity(l * l);
-        // SAFETY: `scores` has room for l × l floats, all of which the GEMM
-        // writes.
-        unsafe {
-            gemm::gemm(
-                &x[base..],
-                d3,
-                l,
-                &keys,
-                scores.as_mut_ptr(),
-                l,
-                &Plain,
-                Threads::One,
+    let op = AttentionOp {
+        heads,
+        scale,
+        mask,
+        precision,
+    };
+    Ok(qkv.contiguous()?.apply_op1_no_bwd(&op)?)
+}
+
+/// The kernel as a candle op, so that it reads the projection's storage in
+/// place; `mask` holds the additive mask and whether it has a row per query.
+struct AttentionOp {
+    heads: usize,
+    scale: f32,
+    mask: Option<(Vec<f32>, bool)>,
+    precision: Precision,
+}
+
+impl CustomOp1 for AttentionOp {
+    fn name(&self) -> &'static str {
+        "packed-attention"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let &[b, l, d3] = layout.dims() else {
+            candle_core::bail!(
+                "attention kernel: qkv must be [B, L, 3D], got {:?}",
+                layout.dims()
             );
-            scores.set_len(l * l);
-        }
-        for (i, row) in scores.chunks_mut(l).enumerate() {
-            let m = mask.as_ref().map(|(m, per_row)| match per_row {
-                true => &m[(bi * l + i) * l..][..l],
-                false => &m[bi * l..][..l],
-            });
-            softmax_in_place(row, scale, m);
-        }
-        let values = PackedB::pack_strided(&x[base + 2 * d..], dh, l, (1, d3), precision);
-        let dst = out_ptr.get().wrapping_add(bi * l * d + h * dh);
-        // SAFETY: this task alone writes this head's dh columns of its
-        // sequence's l output rows (d apart).
-        unsafe { gemm::gemm(&scores, l, l, &values, dst, d, &Plain, Threads::One) };
-    });
-    Ok(Tensor::from_vec(out, (b, l, d), &Device::Cpu)?)
+        };
+        let x = f32_input(s, layout, d3, "qkv")?;
+        let (heads, scale, precision) = (self.heads, self.scale, self.precision);
+        let d = d3 / 3;
+        let dh = d / heads;
+        let mut out = vec![0f32; b * l * d];
+        let out_ptr = OutPtr(out.as_mut_ptr());
+        (0..b * heads).into_par_iter().for_each(|task| {
+            let (bi, h) = (task / heads, task % heads);
+            let base = bi * l * d3 + h * dh;
+            let keys = PackedB::pack_strided(&x[base + d..], l, dh, (d3, 1), precision);
+            let mut scores = Vec::<f32>::with_capacity(l * l);
+            // SAFETY: `scores` has room for l × l floats, all of which the
+            // GEMM writes.
+            unsafe {
+                let q = &x[base..];
+                gemm::gemm(
+                    q,
+                    d3,
+                    l,
+                    &keys,
+                    scores.as_mut_ptr(),
+                    l,
+                    &Plain,
+                    Threads::One,
+                );
+                scores.set_len(l * l);
+            }
+            for (i, row) in scores.chunks_mut(l).enumerate() {
+                let m = self.mask.as_ref().map(|(m, per_row)| match per_row {
+                    true => &m[(bi * l + i) * l..][..l],
+                    false => &m[bi * l..][..l],
+                });
+                softmax_in_place(row, scale, m);
+            }
+            let values = PackedB::pack_strided(&x[base + 2 * d..], dh, l, (1, d3), precision);
+            let dst = out_ptr.get().wrapping_add(bi * l * d + h * dh);
+            // SAFETY: this task alone writes this head's dh columns of its
+            // sequence's l output rows (d apart).
+            unsafe { gemm::gemm(&scores, l, l, &values, dst, d, &Plain, Threads::One) };
+        });
+        Ok((CpuStorage::F32(out), Shape::from((b, l, d))))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, D};
+    use candle_core::{DType, Device, D};
 
     /// The textbook formula with candle ops.
     fn reference(qkv: &Tensor, heads: usize, scale: f64, mask: Option<&Tensor>) -> Tensor {
