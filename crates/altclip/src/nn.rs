@@ -11,7 +11,7 @@ use crate::weights::Weights;
 
 /// `y = x·Wᵀ + b`, with `W` stored `[out, in]` as in PyTorch.
 ///
-/// At inference on a CPU with AVX-512 the weight is packed once for
+/// At inference on a CPU with AVX-512 or AVX2 the weight is packed once for
 /// [`crate::kernels`], which also fuse the activation and residual add of
 /// [`Linear::forward_fused`]; otherwise it is a candle matmul.
 #[derive(Debug, Clone)]

@@ -1,11 +1,12 @@
-//! CPU fast path for the linear layers: weights packed once at load time into
-//! the layout of our AVX-512 micro-kernels (f32 FMA, or bf16 dot products with
-//! f32 sums where the CPU has AVX512-BF16), with bias, activation and residual
-//! fused into the GEMM's epilogue.
+//! CPU fast path for the linear layers and attention: weights packed once at
+//! load time into the layout of our micro-kernels (f32 FMA with AVX-512 or
+//! AVX2, or bf16 dot products with f32 sums where the CPU has AVX512-BF16),
+//! with bias, activation and residual fused into the GEMM's epilogue.
 //!
 //! Chosen at run time: on other CPUs, other devices, or while training (the
 //! kernels have no backward pass) the layers use candle's matmul instead.
-//! `ALTCLIP_KERNELS=candle` turns the fast path off, for comparisons.
+//! `ALTCLIP_KERNELS=candle` turns the fast path off and `=avx2` keeps to the
+//! AVX2 kernel, for comparisons.
 
 mod attention;
 mod cpu;
