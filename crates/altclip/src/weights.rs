@@ -286,11 +286,6 @@ impl Weights {
         self
     }
 
-    /// The dtype tensors load in unless asked otherwise.
-    pub fn dtype(&self) -> DType {
-        self.inner.dtype
-    }
-
     /// The kernel precision linear layers loaded through this view pack
     /// their weights for; `None` (candle's matmul) while training, off the
     /// CPU, or where the CPU lacks the kernel.
