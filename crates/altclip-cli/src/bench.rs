@@ -144,15 +144,15 @@ fn peak_rss_mb() -> Option<f64> {
 }
 
 fn image_case(clip: &AltClip, args: &Args, tag: &str, batch: usize) -> Result<Case> {
-    let v = &clip.config.vision_config;
+    let v = &clip.config().vision_config;
     let side = v.image_size;
     let pixels: Vec<f32> = noise(batch * 3 * side * side, batch as u64)
         .map(|x| x * 4.0 - 2.0)
         .collect();
-    let pixels = candle_core::Tensor::from_vec(pixels, (batch, 3, side, side), &clip.device)?
-        .to_dtype(clip.activation_dtype)?;
+    let pixels = candle_core::Tensor::from_vec(pixels, (batch, 3, side, side), &clip.device())?
+        .to_dtype(clip.plan().activations)?;
     let times = measure(args.warmup, args.reps, || {
-        clip.model
+        clip.model()
             .image_features(&pixels)?
             .to_dtype(candle_core::DType::F32)?;
         Ok(())
@@ -160,13 +160,13 @@ fn image_case(clip: &AltClip, args: &Args, tag: &str, batch: usize) -> Result<Ca
     Ok(case(
         format!("image_{tag}_b{batch}"),
         batch,
-        image_flops(v, clip.config.projection_dim),
+        image_flops(v, clip.config().projection_dim),
         times,
     ))
 }
 
 fn text_case(clip: &AltClip, args: &Args, tag: &str, batch: usize, len: usize) -> Result<Case> {
-    let t = &clip.config.text_config;
+    let t = &clip.config().text_config;
     anyhow::ensure!(
         (2..=t.max_position_embeddings - 2).contains(&len),
         "--text-len {len}: expected 2..={} for this model",
@@ -183,9 +183,9 @@ fn text_case(clip: &AltClip, args: &Args, tag: &str, batch: usize, len: usize) -
                 .collect()
         })
         .collect();
-    let inputs = TextInputs::new(&ids, t.pad_token_id, &clip.device)?;
+    let inputs = TextInputs::new(&ids, t.pad_token_id, &clip.device())?;
     let times = measure(args.warmup, args.reps, || {
-        clip.model
+        clip.model()
             .text_features(&inputs)?
             .to_dtype(candle_core::DType::F32)?;
         Ok(())
@@ -193,7 +193,7 @@ fn text_case(clip: &AltClip, args: &Args, tag: &str, batch: usize, len: usize) -
     Ok(case(
         format!("text_{tag}_b{batch}_L{len}"),
         batch,
-        text_flops(t, clip.config.projection_dim, len),
+        text_flops(t, clip.config().projection_dim, len),
         times,
     ))
 }
@@ -225,7 +225,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let load_s = start.elapsed().as_secs_f64();
     print(&Engine {
         what: "engine",
-        linear_layers: altclip::kernels::describe(clip.dtype, &clip.device),
+        linear_layers: clip.plan().describe(),
         threads: rayon::current_num_threads(),
     })?;
     for &b in args.image_batch.iter().filter(|&&b| b > 0) {

@@ -69,7 +69,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .collect();
     if let Some(path) = &args.labels_file {
         labels.extend(
-            altclip::datasets::load_classnames(path, "en")
+            altclip::zeroshot::load_classnames(path, "en")
                 .with_context(|| format!("reading --labels-file {}", path.display()))?,
         );
     }

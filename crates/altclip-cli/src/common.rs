@@ -74,8 +74,8 @@ impl ModelSettings {
             .with_context(|| format!("loading model `{model}`"))?;
         tracing::info!(
             "loaded {} ({}) in {:.2}s",
-            clip.files.dir.display(),
-            clip.files.origin,
+            clip.files().dir.display(),
+            clip.files().origin,
             start.elapsed().as_secs_f64()
         );
         Ok(clip)
@@ -157,6 +157,9 @@ fn prepare(path: &Path, max_pixels: u64, cache: Option<&EmbeddingCache>) -> Prep
     }
     match decode_rgb(&bytes, &name, max_pixels) {
         Ok(img) => Prepared::Decoded(img, hash),
+        Err(e @ altclip::Error::TooManyPixels { .. }) => {
+            Prepared::Failed(format!("{e}; raise --max-pixels if you trust this file"))
+        }
         Err(e) => Prepared::Failed(e.to_string()),
     }
 }
@@ -210,8 +213,6 @@ pub fn print_json_line(out: &mut impl Write, value: &impl serde::Serialize) -> R
     Ok(())
 }
 
-/// A progress bar on stderr for jobs of more than one batch, hidden when
-/// stderr is not a terminal.
 /// Moves a bar made with `progress(0, ..)` once the total is known; the bar
 /// appears only for more than one item.
 pub fn track(bar: &indicatif::ProgressBar, done: usize, total: usize) {
@@ -224,6 +225,8 @@ pub fn track(bar: &indicatif::ProgressBar, done: usize, total: usize) {
     bar.set_position(done as u64);
 }
 
+/// A progress bar on stderr for jobs of more than one item, hidden when
+/// stderr is not a terminal.
 pub fn progress(total: usize, what: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(total as u64);
     bar.set_style(

@@ -6,11 +6,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use altclip::cache::{default_root, model_key, EmbeddingCache};
-use altclip::datasets::{load_captions, load_classnames, CaptionFormat, ClassificationDataset};
-use altclip::metrics::{classification_metrics, retrieval_metrics};
-use altclip::{normalize_rows, AltClip, Templates, ZeroShotClassifier};
+use altclip::zeroshot::load_classnames;
+use altclip::{AltClip, Templates, ZeroShotClassifier};
+use altclip_eval::datasets::{load_captions, CaptionFormat, ClassificationDataset};
+use altclip_eval::runner::{self, ImageFeatures, Outcome, Report};
 use anyhow::{Context, Result};
-use serde::Serialize;
 
 use crate::common::{image_features, progress, ImageArgs, ModelArgs};
 
@@ -106,21 +106,6 @@ pub struct RetrievalArgs {
     recall_k: Vec<usize>,
 }
 
-/// CLIP_benchmark's result schema plus what a reader needs to trust it.
-#[derive(Serialize)]
-struct Report {
-    dataset: String,
-    model: String,
-    task: &'static str,
-    language: String,
-    metrics: serde_json::Map<String, serde_json::Value>,
-    num_images: usize,
-    num_texts: usize,
-    unreadable_images: Vec<String>,
-    seconds: f64,
-    images_per_second: f64,
-}
-
 pub fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Zeroshot(args) => zeroshot(args),
@@ -148,7 +133,7 @@ fn embed_images(
     paths: &[PathBuf],
     common: &Common,
     cache: Option<&EmbeddingCache>,
-) -> Result<Vec<std::result::Result<Vec<f32>, String>>> {
+) -> Result<Vec<ImageFeatures>> {
     let bar = progress(paths.len(), "images");
     let mut out = Vec::with_capacity(paths.len());
     for chunk in paths.chunks(common.batch_size as usize) {
@@ -168,7 +153,7 @@ fn embed_images(
     Ok(out)
 }
 
-fn text_features(clip: &AltClip, texts: &[String], batch: usize) -> Result<Vec<Vec<f32>>> {
+fn text_features(clip: &AltClip, texts: &[String], batch: usize) -> altclip::Result<Vec<Vec<f32>>> {
     let bar = progress(texts.len(), "texts");
     let mut out = Vec::with_capacity(texts.len());
     for chunk in texts.chunks(batch) {
@@ -186,6 +171,33 @@ fn dataset_name(explicit: &Option<String>, path: &Path) -> String {
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_else(|| "dataset".into())
     })
+}
+
+/// The result record of a run that took `seconds` over `inputs` images.
+fn report(
+    outcome: Outcome,
+    common: &Common,
+    dataset: String,
+    task: &'static str,
+    seconds: f64,
+    inputs: usize,
+) -> Report {
+    Report {
+        dataset,
+        model: common.model.model.clone(),
+        task,
+        language: common.language.clone(),
+        metrics: outcome.metrics,
+        num_images: outcome.num_images,
+        num_texts: outcome.num_texts,
+        unreadable_images: outcome
+            .unreadable
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        seconds,
+        images_per_second: inputs as f64 / seconds,
+    }
 }
 
 /// Writes the JSON result and prints a table; exit status 1 when images were unreadable.
@@ -244,14 +256,7 @@ fn zeroshot(args: ZeroshotArgs) -> Result<ExitCode> {
         let names = load_classnames(path, language)?;
         (ClassificationDataset::csv(&args.dataset, &names)?, names)
     };
-    if let Some(max) = dataset.samples.iter().map(|s| s.1).max() {
-        anyhow::ensure!(
-            max < classnames.len(),
-            "the dataset has {} classes but the class-name list has {}",
-            max + 1,
-            classnames.len()
-        );
-    }
+    dataset.check_classes(&classnames)?;
     if let Some(limit) = common.limit {
         dataset.limit(limit);
     }
@@ -270,41 +275,13 @@ fn zeroshot(args: ZeroshotArgs) -> Result<ExitCode> {
         ZeroShotClassifier::new(&clip, &classnames, &templates, common.batch_size as usize)?;
     let paths: Vec<PathBuf> = dataset.samples.iter().map(|s| s.0.clone()).collect();
     let features = embed_images(&clip, &paths, common, cache.as_ref())?;
-    let mut logits = Vec::new();
-    let mut targets = Vec::new();
-    let mut unreadable = Vec::new();
-    for ((path, target), result) in dataset.samples.iter().zip(features) {
-        match result {
-            Ok(f) => {
-                logits.push(classifier.cosines(&f).iter().map(|c| 100.0 * c).collect());
-                targets.push(*target);
-            }
-            Err(_) => unreadable.push(path.display().to_string()),
-        }
-    }
-    anyhow::ensure!(
-        !targets.is_empty(),
-        "no readable images in {}",
-        args.dataset.display()
-    );
+    let outcome =
+        runner::zeroshot_classification(&classifier, &dataset.samples, features, &args.dataset)?;
     let seconds = start.elapsed().as_secs_f64();
-    let m = classification_metrics(&logits, &targets);
-    let serde_json::Value::Object(metrics) = serde_json::to_value(&m)? else {
-        unreachable!("metrics serialise to an object")
-    };
+    let name = dataset_name(&common.dataset_name, &args.dataset);
+    let task = "zeroshot_classification";
     finish(
-        Report {
-            dataset: dataset_name(&common.dataset_name, &args.dataset),
-            model: common.model.model.clone(),
-            task: "zeroshot_classification",
-            language: language.to_string(),
-            metrics,
-            num_images: targets.len(),
-            num_texts: classnames.len(),
-            unreadable_images: unreadable,
-            seconds,
-            images_per_second: paths.len() as f64 / seconds,
-        },
+        report(outcome, common, name, task, seconds, paths.len()),
         common,
     )
 }
@@ -312,7 +289,13 @@ fn zeroshot(args: ZeroshotArgs) -> Result<ExitCode> {
 fn retrieval(args: RetrievalArgs) -> Result<ExitCode> {
     let common = &args.common;
     let format = args.format.as_deref().and_then(CaptionFormat::parse);
-    let mut dataset = load_captions(&args.captions, format, &args.images, &args.split)?;
+    let mut dataset =
+        load_captions(&args.captions, format, &args.images, &args.split).map_err(|e| match e {
+            altclip_eval::Error::UnknownCaptionFormat { .. } => {
+                anyhow::anyhow!("{e}; pass --format")
+            }
+            e => e.into(),
+        })?;
     if let Some(limit) = common.limit {
         dataset.limit(limit);
     }
@@ -325,46 +308,19 @@ fn retrieval(args: RetrievalArgs) -> Result<ExitCode> {
     let cache = open_cache(common, &clip)?;
     let start = Instant::now();
     let features = embed_images(&clip, &dataset.images, common, cache.as_ref())?;
-    let mut images = Vec::new();
-    let mut texts = Vec::new();
-    let mut owners = Vec::new();
-    let mut unreadable = Vec::new();
-    for ((path, captions), result) in dataset.images.iter().zip(&dataset.captions).zip(features) {
-        match result {
-            Ok(f) => {
-                for c in captions {
-                    texts.push(c.clone());
-                    owners.push(images.len());
-                }
-                images.push(f);
-            }
-            Err(_) => unreadable.push(path.display().to_string()),
-        }
-    }
-    anyhow::ensure!(
-        !images.is_empty(),
-        "no readable images under {}",
-        args.images.display()
-    );
-    let text_emb = normalize_rows(text_features(&clip, &texts, common.batch_size as usize)?);
+    let batch = common.batch_size as usize;
+    let outcome = runner::zeroshot_retrieval(
+        &dataset,
+        features,
+        &mut |texts| text_features(&clip, texts, batch),
+        &args.recall_k,
+        &args.images,
+    )?;
     let seconds = start.elapsed().as_secs_f64();
-    let metrics = retrieval_metrics(&text_emb, &images, &owners, &args.recall_k)
-        .into_iter()
-        .map(|(k, v)| (k, serde_json::Value::from(v)))
-        .collect();
+    let name = dataset_name(&common.dataset_name, &args.captions);
+    let task = "zeroshot_retrieval";
     finish(
-        Report {
-            dataset: dataset_name(&common.dataset_name, &args.captions),
-            model: common.model.model.clone(),
-            task: "zeroshot_retrieval",
-            language: common.language.clone(),
-            metrics,
-            num_images: images.len(),
-            num_texts: texts.len(),
-            unreadable_images: unreadable,
-            seconds,
-            images_per_second: dataset.images.len() as f64 / seconds,
-        },
+        report(outcome, common, name, task, seconds, dataset.images.len()),
         common,
     )
 }

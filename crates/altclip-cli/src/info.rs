@@ -24,24 +24,25 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let start = std::time::Instant::now();
     let clip = args.model.load()?;
     let load_s = start.elapsed().as_secs_f64();
-    let tokenizer = match clip.tokenizer.source() {
+    let tokenizer = match clip.tokenizer().source() {
         TokenizerSource::TokenizerJson(p) => json!({"tokenizer_json": p}),
         TokenizerSource::SentencePiece(p) => json!({"sentencepiece": p}),
+        TokenizerSource::Bpe(p) => json!({"bpe": p}),
     };
-    let pp = &clip.preprocessor.config;
+    let pp = &clip.preprocessor().config;
     let info = json!({
         "model": args.model.model,
-        "dir": clip.files.dir,
-        "origin": clip.files.origin.to_string(),
-        "weights": clip.weight_files,
+        "dir": clip.files().dir,
+        "origin": clip.files().origin.to_string(),
+        "weights": clip.weight_files(),
         "tokenizer": tokenizer,
-        "max_length": clip.tokenizer.max_length(),
-        "dtype": format!("{:?}", clip.dtype),
-        "device": format!("{:?}", clip.device),
-        "linear_layers": altclip::kernels::describe(clip.dtype, &clip.device),
-        "parameters": clip.model.parameter_count(),
+        "max_length": clip.tokenizer().max_length(),
+        "dtype": format!("{:?}", clip.dtype()),
+        "device": format!("{:?}", clip.device()),
+        "linear_layers": clip.plan().describe(),
+        "parameters": clip.model().parameter_count(),
         "embedding_dim": clip.embedding_dim(),
-        "logit_scale": clip.model.logit_scale(),
+        "logit_scale": clip.model().logit_scale(),
         "load_seconds": load_s,
         "preprocessor": {
             "resize": format!("{:?}", pp.resize),
@@ -50,7 +51,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             "rescale_factor": pp.rescale_factor,
             "normalize": pp.normalize,
         },
-        "config": clip.config,
+        "config": clip.config(),
     });
     println!("{}", serde_json::to_string_pretty(&info)?);
     Ok(ExitCode::SUCCESS)

@@ -6,16 +6,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use altclip::cache::{default_root, model_key, EmbeddingCache};
-use altclip::clip_text::ClipText;
 use altclip::hub;
-use altclip::train::contrastive::{CaptionSet, ContrastiveObjective};
-use altclip::train::data::{read_image_captions, read_parallel_tsv, ImageCaption};
-use altclip::train::distill::{pair_targets, DistillObjective, DistillSet, PairMode, TeacherCache};
-use altclip::train::export::{export_altclip, ExportPlan};
-use altclip::train::optim::AdamWConfig;
-use altclip::train::schedule::Decay;
-use altclip::train::{Event, Objective, Student, StudentOptions, TrainConfig, Trainer};
 use altclip::{AltClip, Device, LoadOptions};
+use altclip_train::clip_text::ClipText;
+use altclip_train::contrastive::{CaptionSet, ContrastiveObjective};
+use altclip_train::data::{read_image_captions, read_parallel_tsv, ImageCaption};
+use altclip_train::distill::{pair_targets, DistillObjective, DistillSet, PairMode, TeacherCache};
+use altclip_train::export::{export_altclip, ExportPlan};
+use altclip_train::optim::AdamWConfig;
+use altclip_train::schedule::Decay;
+use altclip_train::{Event, Objective, Student, StudentOptions, TrainConfig, Trainer};
 use anyhow::{Context, Result};
 
 use crate::common::{image_features, ImageArgs};
@@ -273,7 +273,7 @@ fn distill(args: DistillArgs) -> Result<ExitCode> {
     let plan = ExportPlan::for_distill(&student, &teacher_dir)?;
 
     let cache = TeacherCache::new(&c.out.join("cache"));
-    let embed_targets = |pairs: &[altclip::train::data::ParallelPair], what: &str| {
+    let embed_targets = |pairs: &[altclip_train::data::ParallelPair], what: &str| {
         let bar = progress_bar(0, &format!("teacher embeddings ({what})"));
         let result = pair_targets(
             &cache,
@@ -356,7 +356,7 @@ fn contrastive(args: ContrastiveArgs) -> Result<ExitCode> {
     };
     let train = embed(train_pairs, "training")?;
     let dev = dev_pairs.map(|p| embed(p, "dev")).transpose()?;
-    let scale = (clip.model.logit_scale() as f64).exp();
+    let scale = (clip.model().logit_scale() as f64).exp();
     drop(clip);
 
     let mut student = Student::load(
@@ -469,6 +469,17 @@ fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
     bar
 }
 
+/// The trainer's refusals, with the flag that answers each.
+fn advise(e: altclip_train::Error) -> anyhow::Error {
+    match e {
+        altclip_train::Error::CheckpointsExist(_) => anyhow::anyhow!(
+            "{e}; pass --resume to continue that run, or choose another --out directory"
+        ),
+        altclip_train::Error::TooFewExamples { .. } => anyhow::anyhow!("{e}; lower --batch-size"),
+        e => e.into(),
+    }
+}
+
 fn train_and_export(
     student: &Student,
     objective: &dyn Objective,
@@ -476,7 +487,7 @@ fn train_and_export(
     c: &CommonArgs,
     plan: &ExportPlan,
 ) -> Result<ExitCode> {
-    let mut trainer = Trainer::new(student, objective.len(), config, &c.out)?;
+    let mut trainer = Trainer::new(student, objective.len(), config, &c.out).map_err(advise)?;
     if c.resume {
         match trainer.resume()? {
             Some(step) => eprintln!("resuming from step {step}"),
@@ -493,13 +504,13 @@ fn train_and_export(
         objective.len(),
         total,
         c.batch_size,
-        c.out.join(altclip::train::trainer::LOG_FILE).display()
+        c.out.join(altclip_train::trainer::LOG_FILE).display()
     );
     let bar = progress_bar(total, "training");
     bar.set_position(trainer.step());
     let mut last = None;
     let mut last_eval = None;
-    trainer.run(objective, &mut |event| {
+    let outcome = trainer.run(objective, &mut |event| {
         match event {
             Event::Step { log, .. } => {
                 bar.set_position(log.step);
@@ -518,7 +529,8 @@ fn train_and_export(
             }
         }
         true
-    })?;
+    });
+    outcome.map_err(advise)?;
     bar.finish_and_clear();
     export_altclip(&c.out, student, plan)
         .with_context(|| format!("writing the model to {}", c.out.display()))?;

@@ -239,7 +239,7 @@ impl SqliteVectors {
             )));
         }
         let scores: Vec<f32> = rows.iter().map(|(_, v)| dot(v, query)).collect();
-        Ok(altclip::metrics::top_k(&scores, k)
+        Ok(altclip::embedding::top_k(&scores, k)
             .into_iter()
             .map(|i| (rows[i].0.clone(), scores[i]))
             .collect())
@@ -384,7 +384,7 @@ impl VectorStore for SqliteVectors {
             .chunks_exact(m.dim)
             .map(|row| dot(row, query))
             .collect();
-        Ok(altclip::metrics::top_k(&scores, k)
+        Ok(altclip::embedding::top_k(&scores, k)
             .into_iter()
             .map(|i| (m.keys[i].clone(), scores[i]))
             .collect())

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use altclip::datasets::IMAGE_EXTENSIONS;
+use altclip::preprocess::IMAGE_EXTENSIONS;
 
 /// Shell-style match of a whole name against `pattern` (`*` and `?`).
 pub fn wildcard_match(pattern: &str, name: &str) -> bool {

@@ -251,8 +251,8 @@ fn run_text(shared: &Shared, clip: &AltClip, batch: Vec<Pending<Vec<u32>>>) {
         batch.into_iter().map(|p| (p.input, p.reply)).unzip();
     let tokens = ids.iter().map(Vec::len).sum();
     let result = (|| -> altclip::Result<Vec<Vec<f32>>> {
-        let inputs = TextInputs::new(&ids, clip.tokenizer.pad_id(), &clip.device)?;
-        let rows = clip.model.text_features(&inputs)?.to_vec2::<f32>()?;
+        let inputs = TextInputs::new(&ids, clip.tokenizer().pad_id(), &clip.device())?;
+        let rows = clip.model().text_features(&inputs)?.to_vec2::<f32>()?;
         Ok(normalize_rows(rows))
     })();
     shared
@@ -265,16 +265,16 @@ fn run_images(shared: &Shared, clip: &AltClip, batch: Vec<Pending<Vec<f32>>>) {
     let start = Instant::now();
     let (pixels, replies): (Vec<Vec<f32>>, Vec<Reply>) =
         batch.into_iter().map(|p| (p.input, p.reply)).unzip();
-    let (h, w) = clip.preprocessor.output_shape(1, 1);
+    let (h, w) = clip.preprocessor().output_shape(1, 1);
     let result = (|| -> altclip::Result<Vec<Vec<f32>>> {
         let n = pixels.len();
         let t = Tensor::from_vec(
             pixels.concat(),
             (n, 3, h as usize, w as usize),
-            &clip.device,
+            &clip.device(),
         )?
-        .to_dtype(clip.activation_dtype)?;
-        let rows = clip.model.image_features(&t)?.to_vec2::<f32>()?;
+        .to_dtype(clip.plan().activations)?;
+        let rows = clip.model().image_features(&t)?.to_vec2::<f32>()?;
         Ok(normalize_rows(rows))
     })();
     shared

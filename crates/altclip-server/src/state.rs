@@ -115,7 +115,7 @@ impl AppState {
             })?;
         tracing::info!(
             "loaded {} in {:.2}s",
-            clip.files.dir.display(),
+            clip.files().dir.display(),
             start.elapsed().as_secs_f64()
         );
         let library = match &args.db {
@@ -290,7 +290,7 @@ impl AppState {
             &labels,
             &prompts,
             rows,
-            self.clip.model.logit_scale(),
+            self.clip.model().logit_scale(),
         )
         .map_err(|e| ApiError::bad("labels", e.to_string()))?;
         let built = Arc::new(built);

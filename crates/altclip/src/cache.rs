@@ -25,31 +25,48 @@ pub fn default_root() -> PathBuf {
 }
 
 /// Identifies what produces image features: config, preprocessing, the
-/// weight files (name, size, modification time; hashing gigabytes on every
-/// run would cost more than the cache saves) and the dtype.
+/// weight files and the dtype (see [`files_key`]).
 pub fn model_key(clip: &AltClip) -> Result<String> {
+    files_key(
+        &clip.files().dir,
+        &["config.json", "preprocessor_config.json"],
+        clip.weight_files(),
+        &format!("{:?}", clip.dtype()),
+    )
+}
+
+/// The one recipe for keys derived from a model's files, 16 hex digits: the
+/// whole of each of `small_files` in `dir` (an absent one counts as empty),
+/// each weight file by name, size and modification time (hashing gigabytes
+/// on every run would cost more than the caches save), then `extra`.
+pub fn files_key(
+    dir: &Path,
+    small_files: &[&str],
+    weight_files: &[PathBuf],
+    extra: &str,
+) -> Result<String> {
     let mut h = Sha256::new();
-    for name in ["config.json", "preprocessor_config.json"] {
-        let path = clip.files.dir.join(name);
+    for name in small_files {
+        let path = dir.join(name);
         if path.is_file() {
             h.update(std::fs::read(&path).map_err(|e| Error::io(&path, e))?);
         }
         h.update([0]);
     }
-    for path in &clip.weight_files {
+    for path in weight_files {
         let (len, mtime) = file_stamp(path)?;
         h.update(format!(
             "{}|{len}|{mtime}\n",
             path.file_name().unwrap_or_default().to_string_lossy(),
         ));
     }
-    h.update(format!("{:?}", clip.dtype));
+    h.update(extra);
     Ok(hex(&h.finalize())[..16].to_string())
 }
 
 /// A file's size and modification time (ns since the epoch, 0 if unknown):
 /// what keys derived from weight files record instead of hashing gigabytes.
-pub(crate) fn file_stamp(path: &Path) -> Result<(u64, u128)> {
+fn file_stamp(path: &Path) -> Result<(u64, u128)> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     let mtime = meta
         .modified()

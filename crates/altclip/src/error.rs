@@ -83,8 +83,7 @@ pub enum Error {
 
     /// An image is larger than the configured pixel limit.
     #[error(
-        "{input}: image is {width}x{height} ({pixels} pixels), over the limit of {limit} pixels; \
-         raise the limit (--max-pixels) if you trust this file"
+        "{input}: image is {width}x{height} ({pixels} pixels), over the limit of {limit} pixels"
     )]
     TooManyPixels {
         input: String,
@@ -98,13 +97,18 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
+    /// A kernel refused its inputs.
+    #[error("kernel: {0}")]
+    Kernel(#[from] altclip_kernels::Error),
+
     /// An error raised by the tensor backend.
     #[error("tensor backend: {0}")]
     Candle(#[from] candle_core::Error),
 }
 
 impl Error {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    /// An [`Error::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
             source,

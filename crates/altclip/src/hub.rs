@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::weights::{shard_files, WEIGHT_FILES};
 
 /// Where a model's files came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,13 +142,6 @@ pub fn has_weights(dir: &Path) -> bool {
     WEIGHT_FILES.iter().any(|f| dir.join(f).is_file())
 }
 
-/// Weight files in order of preference.
-pub const WEIGHT_FILES: [&str; 3] = [
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-];
-
 fn download(id: &str, revision: &str, cache: &Path) -> std::result::Result<ModelDir, String> {
     use hf_hub::api::sync::ApiBuilder;
     use hf_hub::{Repo, RepoType};
@@ -181,7 +175,7 @@ fn download(id: &str, revision: &str, cache: &Path) -> std::result::Result<Model
     let weights_ok = if repo.get("model.safetensors").is_ok() {
         true
     } else if let Ok(index) = repo.get("model.safetensors.index.json") {
-        for shard in crate::weights::shard_files(&index).map_err(|e| e.to_string())? {
+        for shard in shard_files(&index).map_err(|e| e.to_string())? {
             let name = shard
                 .file_name()
                 .and_then(|n| n.to_str())

@@ -1,17 +1,18 @@
 //! `AltClipModel` (the two towers and their projections) and `AltClip`, the
 //! user-facing bundle of model, tokenizer and preprocessor.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor, D};
-use image::{DynamicImage, RgbImage};
+use altclip_kernels::{Kernel, Precision};
+use candle_core::{DType, Device, Tensor};
+use image::RgbImage;
 
 use crate::config::AltClipConfig;
+use crate::embedding::{normalize_rows, softmax_similarity};
 use crate::error::{Error, Result};
 use crate::hub::{self, ModelDir};
-use crate::kernels;
-use crate::nn::{l2_normalize, Linear};
-use crate::preprocess::{to_rgb, Preprocessor};
+use crate::nn::Linear;
+use crate::preprocess::Preprocessor;
 use crate::text::{TextInputs, TextTower};
 use crate::tokenize::{TextTokenizer, DEFAULT_MAX_LENGTH};
 use crate::vision::VisionTower;
@@ -93,6 +94,53 @@ impl AltClipModel {
     }
 }
 
+/// How a model computes, decided once at load from the dtype asked for and
+/// the device, and kept with the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ComputePlan {
+    /// The dtype asked for.
+    pub dtype: DType,
+    /// The dtype of the activations: `dtype`, except for bf16 on a CPU with
+    /// the bf16 kernel, where LayerNorm, softmax and residuals stay f32 and
+    /// only the matmuls run in bf16, as under PyTorch's autocast (candle
+    /// alone would widen bf16 to f32 in every op).
+    pub activations: DType,
+    /// The kernel the linear layers and attention run on; `None` for
+    /// candle's matmul (other dtypes, other devices, or no kernel here).
+    pub linear: Option<Kernel>,
+}
+
+impl ComputePlan {
+    /// The plan for a model requested in `dtype` on `device`.
+    pub fn new(dtype: DType, device: &Device) -> Self {
+        let kernel = |p: Precision| device.is_cpu().then(|| Kernel::select(p)).flatten();
+        let (activations, linear) = match dtype {
+            DType::F32 => (dtype, kernel(Precision::F32)),
+            DType::BF16 => match kernel(Precision::Bf16) {
+                Some(k) => (DType::F32, Some(k)),
+                None => (dtype, None),
+            },
+            _ => (dtype, None),
+        };
+        Self {
+            dtype,
+            activations,
+            linear,
+        }
+    }
+
+    /// One line naming the path the linear layers take, for `bench`, `info`
+    /// and `/info`.
+    pub fn describe(&self) -> &'static str {
+        match self.linear {
+            Some(Kernel::Avx2) => "avx2 f32 kernels (packed weights)",
+            Some(Kernel::Avx512) => "avx512f f32 kernels (packed weights)",
+            Some(Kernel::Avx512Bf16) => "avx512-bf16 kernels (packed bf16 weights, f32 sums)",
+            None => "candle matmul",
+        }
+    }
+}
+
 /// Settings for [`AltClip::load`].
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -118,29 +166,32 @@ impl Default for LoadOptions {
 
 /// A ready-to-use AltCLIP: model, tokenizer and image preprocessor.
 ///
+/// Each tower runs in two stages, so that a batching server can do the first
+/// on worker threads and the second on the thread that owns the model:
+/// [`AltClip::tokenize`] then [`AltClip::embed_token_ids`] for texts, and
+/// [`AltClip::preprocess`] then [`AltClip::embed_pixels`] for images. The
+/// one-call forms ([`AltClip::embed_texts`], [`AltClip::embed_images`]) chain
+/// them. `embed_*` return L2-normalised rows, `*_features` the raw features.
+///
 /// ```no_run
 /// use altclip::{AltClip, LoadOptions};
+/// use altclip::preprocess::{open_rgb, DEFAULT_MAX_PIXELS};
 /// let clip = AltClip::load("BAAI/AltCLIP", &LoadOptions::default())?;
 /// let texts = clip.embed_texts(&["一只猫", "a dog"])?;
-/// let image = image::open("cat.jpg").unwrap();
+/// let image = open_rgb("cat.jpg".as_ref(), DEFAULT_MAX_PIXELS)?;
 /// let images = clip.embed_images(&[image])?;
 /// let score: f32 = texts[0].iter().zip(&images[0]).map(|(a, b)| a * b).sum();
 /// # Ok::<(), altclip::Error>(())
 /// ```
 pub struct AltClip {
-    pub model: AltClipModel,
-    pub tokenizer: TextTokenizer,
-    pub preprocessor: Preprocessor,
-    pub config: AltClipConfig,
-    pub files: ModelDir,
-    /// The weight files read (one, or every shard).
-    pub weight_files: Vec<std::path::PathBuf>,
-    /// The dtype asked for.
-    pub dtype: DType,
-    /// The dtype of the activations: `dtype`, except for bf16 on CPUs with
-    /// AVX512-BF16, where they stay f32 and only the matmuls run in bf16.
-    pub activation_dtype: DType,
-    pub device: Device,
+    model: AltClipModel,
+    tokenizer: TextTokenizer,
+    preprocessor: Preprocessor,
+    config: AltClipConfig,
+    files: ModelDir,
+    weight_files: Vec<PathBuf>,
+    plan: ComputePlan,
+    device: Device,
 }
 
 impl AltClip {
@@ -168,11 +219,9 @@ impl AltClip {
                 });
             }
         }
-        let (activation_dtype, linear_dtype) = kernels::plan(opts.dtype, &opts.device);
-        let mut weights = Weights::from_dir(dir, activation_dtype, &opts.device)?;
-        if let Some(dtype) = linear_dtype {
-            weights = weights.with_linear_dtype(dtype);
-        }
+        let plan = ComputePlan::new(opts.dtype, &opts.device);
+        let weights =
+            Weights::from_dir(dir, plan.activations, &opts.device)?.with_linear_kernel(plan.linear);
         let model = AltClipModel::load(&weights, &config)?;
         Ok(Self {
             model,
@@ -181,8 +230,7 @@ impl AltClip {
             config,
             files,
             weight_files: weights.paths().to_vec(),
-            dtype: opts.dtype,
-            activation_dtype,
+            plan,
             device: opts.device.clone(),
         })
     }
@@ -194,12 +242,63 @@ impl AltClip {
         tokenizer_for(&files.dir, &read_config(&files.dir)?, opts.max_length)
     }
 
+    /// The network, for callers that pass tensors themselves.
+    pub fn model(&self) -> &AltClipModel {
+        &self.model
+    }
+
+    /// The tokenizer, truncating at the `max_length` the model was loaded with.
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// The image preprocessor (`preprocessor_config.json`).
+    pub fn preprocessor(&self) -> &Preprocessor {
+        &self.preprocessor
+    }
+
+    /// The model's `config.json`.
+    pub fn config(&self) -> &AltClipConfig {
+        &self.config
+    }
+
+    /// The model directory and where it came from.
+    pub fn files(&self) -> &ModelDir {
+        &self.files
+    }
+
+    /// The weight files read (one, or every shard).
+    pub fn weight_files(&self) -> &[PathBuf] {
+        &self.weight_files
+    }
+
+    /// How the model computes (dtypes and linear-layer kernel).
+    pub fn plan(&self) -> &ComputePlan {
+        &self.plan
+    }
+
+    /// The dtype asked for at load.
+    pub fn dtype(&self) -> DType {
+        self.plan.dtype
+    }
+
+    /// The device the model runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The learned log temperature of the similarity logits.
+    pub fn logit_scale(&self) -> f32 {
+        self.model.logit_scale()
+    }
+
     /// Width of the joint embedding space.
     pub fn embedding_dim(&self) -> usize {
         self.config.projection_dim
     }
 
-    /// Token ids per text as the model sees them (special tokens included).
+    /// Text stage 1: token ids per text as the model sees them (special
+    /// tokens included, truncated).
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
         self.tokenizer.encode(texts)
     }
@@ -213,35 +312,79 @@ impl AltClip {
         )
     }
 
-    /// `get_text_features` per text: unnormalised.
-    pub fn text_features(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        if texts.is_empty() {
+    /// Text stage 2, raw: `get_text_features` of tokenized texts.
+    pub fn text_features_of_ids(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        if ids.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(self
-            .model
-            .text_features(&self.text_inputs(texts)?)?
-            .to_vec2()?)
+        let inputs = TextInputs::new(ids, self.tokenizer.pad_id(), &self.device)?;
+        Ok(self.model.text_features(&inputs)?.to_vec2()?)
+    }
+
+    /// Text stage 2: L2-normalised embeddings of tokenized texts.
+    pub fn embed_token_ids(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        Ok(normalize_rows(self.text_features_of_ids(ids)?))
+    }
+
+    /// `get_text_features` per text: unnormalised.
+    pub fn text_features(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        self.text_features_of_ids(&self.tokenize(texts)?)
     }
 
     /// L2-normalised text embeddings.
     pub fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        Ok(normalize_rows(self.text_features(texts)?))
+        self.embed_token_ids(&self.tokenize(texts)?)
     }
 
-    /// Preprocesses RGB images into a `[B, 3, H, W]` tensor in the model dtype.
+    /// Image stage 1: one image's pixel values, `[3, H, W]` row-major, as
+    /// `CLIPImageProcessor` computes them.
+    pub fn preprocess(&self, image: &RgbImage) -> Vec<f32> {
+        self.preprocessor.pixel_values(image)
+    }
+
+    /// Preprocesses RGB images into a `[B, 3, H, W]` tensor in the
+    /// activation dtype.
     pub fn pixel_values(&self, images: &[RgbImage]) -> Result<Tensor> {
-        let (h, w) = self.preprocessor.output_shape(1, 1);
-        let mut data = Vec::with_capacity(images.len() * 3 * (h * w) as usize);
+        let mut data = Vec::with_capacity(images.len() * self.pixels_per_image());
         for img in images {
-            data.extend(self.preprocessor.pixel_values(img));
+            data.extend(self.preprocess(img));
         }
-        let t = Tensor::from_vec(
-            data,
-            (images.len(), 3, h as usize, w as usize),
-            &self.device,
-        )?;
-        Ok(t.to_dtype(self.activation_dtype)?)
+        self.pixel_tensor(data, images.len())
+    }
+
+    /// Floats per preprocessed image.
+    fn pixels_per_image(&self) -> usize {
+        let (h, w) = self.preprocessor.output_shape(1, 1);
+        3 * h as usize * w as usize
+    }
+
+    /// `n` preprocessed images, concatenated, as a model input.
+    fn pixel_tensor(&self, data: Vec<f32>, n: usize) -> Result<Tensor> {
+        let (h, w) = self.preprocessor.output_shape(1, 1);
+        let t = Tensor::from_vec(data, (n, 3, h as usize, w as usize), &self.device)?;
+        Ok(t.to_dtype(self.plan.activations)?)
+    }
+
+    /// Image stage 2, raw: `get_image_features` of images from
+    /// [`AltClip::preprocess`].
+    pub fn image_features_of_pixels(&self, pixels: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
+        if pixels.is_empty() {
+            return Ok(Vec::new());
+        }
+        let want = self.pixels_per_image();
+        if let Some((i, p)) = pixels.iter().enumerate().find(|(_, p)| p.len() != want) {
+            return Err(Error::Invalid(format!(
+                "preprocessed image {i} has {} values; this model's preprocessor makes {want}",
+                p.len()
+            )));
+        }
+        let t = self.pixel_tensor(pixels.concat(), pixels.len())?;
+        Ok(self.model.image_features(&t)?.to_vec2()?)
+    }
+
+    /// Image stage 2: L2-normalised embeddings of preprocessed images.
+    pub fn embed_pixels(&self, pixels: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
+        Ok(normalize_rows(self.image_features_of_pixels(pixels)?))
     }
 
     /// `get_image_features` per RGB image: unnormalised.
@@ -255,19 +398,18 @@ impl AltClip {
             .to_vec2()?)
     }
 
-    /// L2-normalised image embeddings. Non-RGB images are converted the way
-    /// transformers does (alpha composited over white).
-    pub fn embed_images(&self, images: &[DynamicImage]) -> Result<Vec<Vec<f32>>> {
-        let rgb: Vec<RgbImage> = images.iter().cloned().map(to_rgb).collect();
-        Ok(normalize_rows(self.image_features(&rgb)?))
+    /// L2-normalised image embeddings of RGB images (as
+    /// [`crate::preprocess::decode_rgb`] and `open_rgb` return them).
+    pub fn embed_images(&self, images: &[RgbImage]) -> Result<Vec<Vec<f32>>> {
+        Ok(normalize_rows(self.image_features(images)?))
     }
 
     /// Per image, the softmax over `texts` of `exp(logit_scale)·cos`: what
     /// transformers' `logits_per_image.softmax(-1)` gives.
-    pub fn similarity(&self, images: &[DynamicImage], texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+    pub fn similarity(&self, images: &[RgbImage], texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         let img = self.embed_images(images)?;
         let txt = self.embed_texts(texts)?;
-        softmax_similarity(&img, &txt, self.model.logit_scale(), &self.device)
+        softmax_similarity(&img, &txt, self.logit_scale(), &self.device)
     }
 }
 
@@ -295,33 +437,4 @@ fn tokenizer_for(dir: &Path, config: &AltClipConfig, max_length: usize) -> Resul
     let mut tokenizer = TextTokenizer::from_dir(dir)?;
     tokenizer.set_max_length(max_length)?;
     Ok(tokenizer)
-}
-
-/// Divides each row by its L2 norm.
-pub fn normalize_rows(rows: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
-    rows.into_iter()
-        .map(|r| {
-            let norm = r.iter().map(|v| v * v).sum::<f32>().sqrt();
-            r.into_iter().map(|v| v / norm).collect()
-        })
-        .collect()
-}
-
-/// `softmax(exp(logit_scale) · images · textsᵀ)` over the texts, for normalised rows.
-pub fn softmax_similarity(
-    images: &[Vec<f32>],
-    texts: &[Vec<f32>],
-    logit_scale: f32,
-    device: &Device,
-) -> Result<Vec<Vec<f32>>> {
-    if images.is_empty() || texts.is_empty() {
-        return Ok(vec![Vec::new(); images.len()]);
-    }
-    let to_tensor = |rows: &[Vec<f32>]| -> Result<Tensor> {
-        let dim = rows[0].len();
-        Ok(Tensor::from_vec(rows.concat(), (rows.len(), dim), device)?)
-    };
-    let (img, txt) = (l2_normalize(&to_tensor(images)?)?, to_tensor(texts)?);
-    let logits = (img.matmul(&l2_normalize(&txt)?.t()?)? * (logit_scale as f64).exp())?;
-    Ok(candle_nn::ops::softmax(&logits, D::Minus1)?.to_vec2()?)
 }

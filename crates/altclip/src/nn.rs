@@ -4,16 +4,18 @@ use std::sync::Arc;
 
 use candle_core::{DType, Tensor, D};
 
+use altclip_kernels::{Kernel, PackedLinear};
+
 use crate::config::Activation;
 use crate::error::Result;
-use crate::kernels::{self, PackedLinear, Precision};
 use crate::weights::Weights;
 
 /// `y = x·Wᵀ + b`, with `W` stored `[out, in]` as in PyTorch.
 ///
-/// At inference on a CPU with AVX-512 or AVX2 the weight is packed once for
-/// [`crate::kernels`], which also fuse the activation and residual add of
-/// [`Linear::forward_fused`]; otherwise it is a candle matmul.
+/// When the model's plan names a kernel (see [`crate::ComputePlan`]) the
+/// weight is packed once for it by `altclip-kernels`, which also fuses the
+/// activation and residual add of [`Linear::forward_fused`]; otherwise it is
+/// a candle matmul.
 #[derive(Debug, Clone)]
 pub struct Linear {
     kind: LinearKind,
@@ -40,7 +42,7 @@ impl Linear {
     }
 
     fn load_parts(w: &Weights, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
-        let Some(precision) = w.linear_precision() else {
+        let Some(kernel) = w.linear_kernel() else {
             let weight = w.get(&[out_dim, in_dim], "weight")?;
             let bias = bias.then(|| w.get(&[out_dim], "bias")).transpose()?;
             return Ok(Self {
@@ -52,9 +54,7 @@ impl Linear {
             .then(|| w.read_f32(&[out_dim], "bias", |b| Ok(b.to_vec())))
             .transpose()?;
         let packed = w.read_f32(&[out_dim, in_dim], "weight", |data| {
-            Ok(PackedLinear::from_f32(
-                data, out_dim, in_dim, bias, precision,
-            ))
+            Ok(PackedLinear::from_f32(data, out_dim, in_dim, bias, kernel)?)
         })?;
         Ok(Self {
             kind: LinearKind::Packed(Arc::new(packed)),
@@ -65,7 +65,7 @@ impl Linear {
     /// bias) as one packed layer whose output columns are theirs side by
     /// side; `None` where the layers are not packed (candle's matmul).
     pub fn load_stacked(parts: &[Weights], in_dim: usize, out_dim: usize) -> Result<Option<Self>> {
-        let Some(precision) = parts.first().and_then(Weights::linear_precision) else {
+        let Some(kernel) = parts.first().and_then(Weights::linear_kernel) else {
             return Ok(None);
         };
         let mut weight = Vec::with_capacity(parts.len() * out_dim * in_dim);
@@ -81,35 +81,35 @@ impl Linear {
             })?;
         }
         let n = parts.len() * out_dim;
-        let packed = PackedLinear::from_f32(&weight, n, in_dim, Some(bias), precision);
+        let packed = PackedLinear::from_f32(&weight, n, in_dim, Some(bias), kernel)?;
         Ok(Some(Self {
             kind: LinearKind::Packed(Arc::new(packed)),
         }))
     }
 
-    /// The kernel precision this layer's packed weight uses, when `x` (an
-    /// input or output of it) is one the kernels take: f32 on the CPU,
-    /// outside autograd.
-    pub fn kernel_precision(&self, x: &Tensor) -> Option<Precision> {
+    /// The kernel this layer's packed weight uses, when `x` (an input or
+    /// output of it) is one the kernels take: f32 on the CPU, outside autograd.
+    pub fn kernel_for(&self, x: &Tensor) -> Option<Kernel> {
         match &self.kind {
-            LinearKind::Packed(p) if kernel_input(x) => Some(p.precision()),
+            LinearKind::Packed(p) if kernel_input(x) => Some(p.kernel()),
             _ => None,
         }
     }
 
-    /// A layer from tensors: packed for the kernels when `precision` is set.
+    /// A layer from tensors: packed for `kernel` when there is one.
     pub fn from_parts(
         weight: Tensor,
         bias: Option<Tensor>,
-        precision: Option<Precision>,
+        kernel: Option<Kernel>,
     ) -> Result<Self> {
-        let kind = match precision {
-            Some(p) => LinearKind::Packed(Arc::new(PackedLinear::new(&weight, bias.as_ref(), p)?)),
+        let kind = match kernel {
+            Some(k) => LinearKind::Packed(Arc::new(PackedLinear::new(&weight, bias.as_ref(), k)?)),
             None => LinearKind::Candle { weight, bias },
         };
         Ok(Self { kind })
     }
 
+    /// `x·Wᵀ + b`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.forward_fused(x, None, None)
     }
@@ -126,7 +126,7 @@ impl Linear {
         let (weight, bias) = match &self.kind {
             LinearKind::Packed(p) => {
                 if kernel_input(x) && residual.is_none_or(kernel_input) {
-                    return p.forward(x, act, residual);
+                    return Ok(p.forward(x, act.map(fused_activation), residual)?);
                 }
                 // Autograd or an unusual input: unpack and take candle's path.
                 fallback = p.unpack(x.device())?;
@@ -151,6 +151,18 @@ impl Linear {
             Some(r) => (y + r)?,
             None => y,
         })
+    }
+}
+
+/// The kernels' name for a config-named activation.
+fn fused_activation(act: Activation) -> altclip_kernels::Activation {
+    use altclip_kernels::Activation as K;
+    match act {
+        Activation::Gelu => K::GeluErf,
+        Activation::GeluNew | Activation::GeluPytorchTanh => K::GeluTanh,
+        Activation::QuickGelu => K::QuickGelu,
+        Activation::Relu => K::Relu,
+        Activation::Silu => K::Silu,
     }
 }
 
@@ -295,9 +307,10 @@ impl Attention {
         let (q, k, v) = match &self.projections {
             Projections::Stacked(qkv) => {
                 let t = qkv.forward(x)?;
-                if let Some(p) = qkv.kernel_precision(&t) {
-                    if kernels::mask_supported(mask, b, l) {
-                        let ctx = kernels::attention(&t, self.heads, self.scale as f32, mask, p)?;
+                if let Some(kernel) = qkv.kernel_for(&t) {
+                    if altclip_kernels::mask_supported(mask, b, l) {
+                        let scale = self.scale as f32;
+                        let ctx = altclip_kernels::attention(&t, self.heads, scale, mask, kernel)?;
                         return self.out.forward_fused(&ctx, None, residual);
                     }
                 }
@@ -386,10 +399,4 @@ impl ClipEncoderLayer {
             .forward_fused(&self.norm2.forward(&x)?, Some(self.act), None)?;
         self.fc2.forward_fused(&h, None, Some(&x))
     }
-}
-
-/// Divides each row by its L2 norm.
-pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
-    Ok(x.broadcast_div(&norm)?)
 }

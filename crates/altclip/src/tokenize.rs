@@ -25,22 +25,31 @@ pub enum TokenizerSource {
     TokenizerJson(PathBuf),
     /// A SentencePiece model with the fairseq id offset applied.
     SentencePiece(PathBuf),
+    /// A byte-level BPE vocabulary and merges (CLIP's tokenizer), from this
+    /// file (`tokenizer.json` or `vocab.json`).
+    Bpe(PathBuf),
 }
 
 impl TokenizerSource {
-    fn path(&self) -> &Path {
+    /// The file the tokenizer was built from.
+    pub fn path(&self) -> &Path {
         match self {
-            TokenizerSource::TokenizerJson(p) | TokenizerSource::SentencePiece(p) => p,
+            TokenizerSource::TokenizerJson(p)
+            | TokenizerSource::SentencePiece(p)
+            | TokenizerSource::Bpe(p) => p,
         }
     }
 }
 
-/// Turns texts into the token ids the text tower sees: `<s> … </s>`,
-/// truncated to `max_length` tokens (special tokens included), unpadded.
+/// Turns texts into the token ids a text tower sees: `bos … eos` (`<s> … </s>`
+/// for XLM-R), truncated to `max_length` tokens (special tokens included),
+/// unpadded.
 #[derive(Clone)]
 pub struct TextTokenizer {
     inner: Tokenizer,
     source: TokenizerSource,
+    /// The begin and end tokens, which truncation keeps.
+    specials: (&'static str, &'static str),
     max_length: usize,
     pad_id: u32,
 }
@@ -154,33 +163,57 @@ impl TextTokenizer {
         Self::finish(inner, TokenizerSource::SentencePiece(path.to_path_buf()))
     }
 
-    fn finish(mut inner: Tokenizer, source: TokenizerSource) -> Result<Self> {
+    fn finish(inner: Tokenizer, source: TokenizerSource) -> Result<Self> {
         let Some(pad_id) = inner.token_to_id("<pad>") else {
             return Err(Error::Tokenizer {
                 path: source.path().to_path_buf(),
                 reason: "the vocabulary has no <pad> token; this is not an XLM-R tokenizer".into(),
             });
         };
-        // Padding is done by the model input builder, per batch.
+        Self::with_specials(inner, source, ("<s>", "</s>"), pad_id, DEFAULT_MAX_LENGTH)
+    }
+
+    /// Wraps a `tokenizers` tokenizer whose post-processor puts `specials`
+    /// (begin, end) around each text, e.g. CLIP's BPE tokenizer; batches are
+    /// padded with `pad_id` by the model input builder, not here.
+    pub fn with_specials(
+        mut inner: Tokenizer,
+        source: TokenizerSource,
+        specials: (&'static str, &'static str),
+        pad_id: u32,
+        max_length: usize,
+    ) -> Result<Self> {
         inner.with_padding(None);
         let mut tok = Self {
             inner,
             source,
-            max_length: DEFAULT_MAX_LENGTH,
+            specials,
+            max_length,
             pad_id,
         };
-        tok.set_max_length(DEFAULT_MAX_LENGTH)?;
+        tok.set_max_length(max_length)?;
         Ok(tok)
     }
 
     /// Sets the truncation length (special tokens included).
     pub fn set_max_length(&mut self, max_length: usize) -> Result<()> {
-        set_truncation(
-            &mut self.inner,
-            max_length,
-            ("<s>", "</s>"),
-            self.source.path(),
-        )?;
+        let (bos, eos) = self.specials;
+        if max_length < 2 {
+            return Err(Error::Invalid(format!(
+                "max length {max_length} leaves no room for {bos} and {eos}"
+            )));
+        }
+        self.inner
+            .with_truncation(Some(TruncationParams {
+                max_length,
+                strategy: TruncationStrategy::LongestFirst,
+                direction: TruncationDirection::Right,
+                stride: 0,
+            }))
+            .map_err(|e| Error::Tokenizer {
+                path: self.source.path().to_path_buf(),
+                reason: e.to_string(),
+            })?;
         self.max_length = max_length;
         Ok(())
     }
@@ -231,32 +264,4 @@ fn find_precompiled(normalizer: &serde_json::Value) -> Option<serde_json::Value>
             .find_map(find_precompiled),
         _ => None,
     }
-}
-
-/// Truncates `inner` on the right to `max_length` tokens, the `specials`
-/// (begin, end) included; `path` names the tokenizer in errors.
-pub(crate) fn set_truncation(
-    inner: &mut Tokenizer,
-    max_length: usize,
-    specials: (&str, &str),
-    path: &Path,
-) -> Result<()> {
-    if max_length < 2 {
-        return Err(Error::Invalid(format!(
-            "max length {max_length} leaves no room for {} and {}",
-            specials.0, specials.1
-        )));
-    }
-    inner
-        .with_truncation(Some(TruncationParams {
-            max_length,
-            strategy: TruncationStrategy::LongestFirst,
-            direction: TruncationDirection::Right,
-            stride: 0,
-        }))
-        .map_err(|e| Error::Tokenizer {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    Ok(())
 }

@@ -16,9 +16,16 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use safetensors::tensor::{Metadata, TensorView};
 
+use altclip_kernels::Kernel;
+
 use crate::error::{Error, Result};
-use crate::hub::WEIGHT_FILES;
-use crate::kernels::{self, Precision};
+
+/// Weight files in order of preference.
+pub const WEIGHT_FILES: [&str; 3] = [
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+];
 
 /// One memory-mapped `.safetensors` file.
 struct MappedFile {
@@ -144,8 +151,8 @@ pub struct Weights {
     inner: Arc<Inner>,
     prefix: String,
     trainable: Option<Trainable>,
-    /// Dtype the linear layers pack their weights in, when not the model dtype.
-    linear_dtype: Option<DType>,
+    /// The kernel linear layers pack their weights for (the model's plan).
+    linear_kernel: Option<Kernel>,
 }
 
 /// Where a trainable view registers the variables it creates.
@@ -222,7 +229,7 @@ impl Weights {
             }),
             prefix: String::new(),
             trainable: None,
-            linear_dtype: None,
+            linear_kernel: None,
         })
     }
 
@@ -245,7 +252,7 @@ impl Weights {
             }),
             prefix: String::new(),
             trainable: None,
-            linear_dtype: None,
+            linear_kernel: None,
         }
     }
 
@@ -259,7 +266,7 @@ impl Weights {
                 vars: t.vars.clone(),
                 prefix: join_key(&t.prefix, &name),
             }),
-            linear_dtype: self.linear_dtype,
+            linear_kernel: self.linear_kernel,
         }
     }
 
@@ -275,25 +282,22 @@ impl Weights {
                 vars: vars.clone(),
                 prefix: name.to_string(),
             }),
-            linear_dtype: self.linear_dtype,
+            linear_kernel: self.linear_kernel,
         }
     }
 
-    /// The same view, with linear layers computing in `dtype` (e.g. bf16
-    /// weights under f32 activations, see [`crate::kernels::plan`]).
-    pub fn with_linear_dtype(mut self, dtype: DType) -> Self {
-        self.linear_dtype = Some(dtype);
+    /// The same view, with linear layers packed for `kernel` (the choice
+    /// [`crate::ComputePlan`] makes once per model).
+    pub fn with_linear_kernel(mut self, kernel: Option<Kernel>) -> Self {
+        self.linear_kernel = kernel;
         self
     }
 
-    /// The kernel precision linear layers loaded through this view pack
-    /// their weights for; `None` (candle's matmul) while training, off the
-    /// CPU, or where the CPU lacks the kernel.
-    pub fn linear_precision(&self) -> Option<Precision> {
-        if self.trainable.is_some() || !self.inner.device.is_cpu() {
-            return None;
-        }
-        kernels::precision_for(self.linear_dtype.unwrap_or(self.inner.dtype))
+    /// The kernel linear layers loaded through this view pack their weights
+    /// for; `None` (candle's matmul) through a trainable view, which needs
+    /// gradients, or where the plan names none.
+    pub fn linear_kernel(&self) -> Option<Kernel> {
+        self.linear_kernel.filter(|_| self.trainable.is_none())
     }
 
     fn key(&self, name: &str) -> String {

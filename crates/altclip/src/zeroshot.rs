@@ -1,10 +1,11 @@
 //! Zero-shot classification: class embeddings from prompt templates, cached
 //! once, then any number of images scored against them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use crate::embedding::{normalize, normalize_rows};
 use crate::error::{Error, Result};
-use crate::model::{normalize_rows, AltClip};
+use crate::model::AltClip;
 
 /// Our English prompt set.
 pub const EN_TEMPLATES: &[&str] = &[
@@ -90,9 +91,9 @@ fn is_cjk(c: char) -> bool {
 }
 
 /// Reads templates, each with `{c}`: a JSON list, or one list of a JSON
-/// object picked with `FILE#key` (see [`crate::datasets::load_string_list`]).
+/// object picked with `FILE#key` (see [`load_string_list`]).
 pub fn load_templates(path: &Path) -> Result<Vec<String>> {
-    let list = crate::datasets::load_string_list(path, None, "template list")?;
+    let list = load_string_list(path, None, "template list")?;
     if let Some(bad) = list.iter().find(|t| !t.contains("{c}")) {
         return Err(Error::BadConfig {
             path: path.to_path_buf(),
@@ -132,7 +133,7 @@ impl ZeroShotClassifier {
         for chunk in flat.chunks(batch_size.max(1)) {
             features.extend(normalize_rows(clip.text_features(chunk)?));
         }
-        Self::from_prompt_embeddings(labels, &prompts, features, clip.model.logit_scale())
+        Self::from_prompt_embeddings(labels, &prompts, features, clip.logit_scale())
     }
 
     /// Each label's prompts under `templates`, for callers that embed them
@@ -202,16 +203,11 @@ impl ZeroShotClassifier {
 
     /// Cosine similarity of an image embedding (normalised or not) to each class.
     pub fn cosines(&self, image_embedding: &[f32]) -> Vec<f32> {
-        let norm = image_embedding.iter().map(|v| v * v).sum::<f32>().sqrt();
+        let mut image = image_embedding.to_vec();
+        normalize(&mut image);
         self.class_embeddings
             .iter()
-            .map(|c| {
-                c.iter()
-                    .zip(image_embedding)
-                    .map(|(a, b)| a * b)
-                    .sum::<f32>()
-                    / norm
-            })
+            .map(|c| c.iter().zip(&image).map(|(a, b)| a * b).sum())
             .collect()
     }
 
@@ -233,7 +229,7 @@ impl ZeroShotClassifier {
     /// The `k` most probable labels, best first.
     pub fn top_k(&self, image_embedding: &[f32], k: usize) -> Vec<Scored> {
         let probs = self.probabilities(image_embedding);
-        crate::metrics::top_k(&probs, k)
+        crate::embedding::top_k(&probs, k)
             .into_iter()
             .map(|i| Scored {
                 label: self.labels[i].clone(),
@@ -242,6 +238,64 @@ impl ZeroShotClassifier {
             })
             .collect()
     }
+}
+
+/// Reads a list of strings (class names, templates): a JSON list; a JSON
+/// object of lists, from which `FILE#key` picks one (else `default_key`, else
+/// its only entry), as in CLIP_benchmark's `{"imagenet1k": [...]}` files; or
+/// a text file with one entry per line.
+pub fn load_string_list(
+    path: &Path,
+    default_key: Option<&str>,
+    what: &'static str,
+) -> Result<Vec<String>> {
+    let (file, key) = match path.to_str().and_then(|s| s.rsplit_once('#')) {
+        Some((file, key)) if !path.exists() => (PathBuf::from(file), Some(key.to_string())),
+        _ => (path.to_path_buf(), None),
+    };
+    let text = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
+    let bad_json = |reason: String| Error::BadJson {
+        path: file.clone(),
+        what,
+        reason,
+    };
+    let list: Vec<String> = match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(value @ serde_json::Value::Array(_)) => {
+            serde_json::from_value(value).map_err(|e| bad_json(e.to_string()))?
+        }
+        Ok(serde_json::Value::Object(map)) => {
+            let wanted = key.as_deref().or(default_key);
+            let entry = match wanted.and_then(|k| map.get(k)) {
+                Some(entry) => entry,
+                None if map.len() == 1 && key.is_none() => map.values().next().expect("one entry"),
+                None => {
+                    return Err(bad_json(format!(
+                        "pick one of its lists with FILE#key; it has {:?}",
+                        map.keys().collect::<Vec<_>>()
+                    )))
+                }
+            };
+            serde_json::from_value(entry.clone()).map_err(|e| bad_json(e.to_string()))?
+        }
+        _ => text
+            .lines()
+            .map(|l| l.trim_end_matches('\r').to_string())
+            .filter(|l| !l.trim().is_empty())
+            .collect(),
+    };
+    if list.is_empty() {
+        return Err(Error::BadConfig {
+            path: file,
+            reason: format!("empty {what}"),
+        });
+    }
+    Ok(list)
+}
+
+/// Reads class names (see [`load_string_list`]); a per-language object
+/// (`{"en": [...], "zh": [...]}`) yields the `language` list.
+pub fn load_classnames(path: &Path, language: &str) -> Result<Vec<String>> {
+    load_string_list(path, Some(language), "class-name list")
 }
 
 #[cfg(test)]
@@ -265,5 +319,37 @@ mod tests {
             Templates::parse("none").unwrap().for_label("x"),
             vec!["{c}"]
         );
+    }
+
+    #[test]
+    fn string_lists_pick_keys_like_clip_benchmark_files() {
+        let dir = std::env::temp_dir().join(format!("altclip-lists-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let multi = dir.join("templates.json");
+        std::fs::write(
+            &multi,
+            r#"{"imagenet1k": ["a {c}."], "cifar10": ["b {c}."]}"#,
+        )
+        .unwrap();
+        let pick = |spec: &str| load_string_list(Path::new(spec), None, "list");
+        assert_eq!(
+            pick(&format!("{}#cifar10", multi.display())).unwrap(),
+            vec!["b {c}."]
+        );
+        let err = pick(multi.to_str().unwrap()).unwrap_err().to_string();
+        assert!(
+            err.contains("FILE#key") && err.contains("imagenet1k"),
+            "{err}"
+        );
+        let single = dir.join("cn.json");
+        std::fs::write(&single, r#"{"imagenet1k": ["丁鲷", "金鱼"]}"#).unwrap();
+        assert_eq!(
+            load_classnames(&single, "zh").unwrap(),
+            vec!["丁鲷", "金鱼"]
+        );
+        let lines = dir.join("names.txt");
+        std::fs::write(&lines, "cat\r\n\ndog\n").unwrap();
+        assert_eq!(load_classnames(&lines, "en").unwrap(), vec!["cat", "dog"]);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -10,6 +10,7 @@ use altclip::weights::Weights;
 use altclip::{AltClip, AltClipConfig, AltClipModel, DType, Device, LoadOptions, TextTokenizer};
 use serde_json::Value;
 
+#[path = "../../../tests/support/fixtures.rs"]
 mod common;
 use common::{fixtures, ids, read_json, rows, strings};
 
@@ -154,7 +155,7 @@ fn text_features_match_transformers() {
             assert_close(&format!("{model} text {text:?}"), o, &r, 0.99999, 1e-4);
         }
         assert!(
-            (clip.model.logit_scale() - reference["logit_scale"].as_f64().unwrap() as f32).abs()
+            (clip.model().logit_scale() - reference["logit_scale"].as_f64().unwrap() as f32).abs()
                 < 1e-6,
             "{model}: logit_scale"
         );
@@ -216,7 +217,7 @@ fn pixel_values_match_transformers() {
     let names = strings(&reference["images"]);
     for (name, r) in names.iter().zip(rows(&reference["pixel_values"])) {
         let img = open_rgb(&fixtures().join("images").join(name), DEFAULT_MAX_PIXELS).unwrap();
-        let ours = clip.preprocessor.pixel_values(&img);
+        let ours = clip.preprocessor().pixel_values(&img);
         let max = ours
             .iter()
             .zip(&r)
@@ -237,7 +238,9 @@ fn similarity_matches_transformers() {
     let refs: Vec<&str> = texts[..3].iter().map(String::as_str).collect();
     let images: Vec<_> = ["photo.png", "gray.png"]
         .iter()
-        .map(|n| image::open(fixtures().join("images").join(n)).unwrap())
+        .map(|n| {
+            altclip::preprocess::to_rgb(image::open(fixtures().join("images").join(n)).unwrap())
+        })
         .collect();
     let ours = clip.similarity(&images, &refs).unwrap();
     for (o, r) in ours.iter().zip(rows(&reference["similarity"])) {

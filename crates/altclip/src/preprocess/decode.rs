@@ -9,6 +9,9 @@ use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage, RgbaImage};
 
 use crate::error::{Error, Result};
 
+/// File extensions of the image formats the decoder reads, lower case.
+pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
+
 /// Images above this many pixels are refused unless the caller raises the limit.
 pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
 

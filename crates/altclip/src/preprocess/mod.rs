@@ -12,7 +12,7 @@ use image::RgbImage;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-pub use decode::{decode_rgb, open_rgb, to_rgb, DEFAULT_MAX_PIXELS};
+pub use decode::{decode_rgb, open_rgb, to_rgb, DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS};
 pub use resample::Filter;
 
 /// OpenAI CLIP's channel means, transformers' default.

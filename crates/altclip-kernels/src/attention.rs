@@ -1,0 +1,223 @@
+//! Multi-head attention on the CPU straight from the fused q/k/v projection:
+//! heads run in parallel, each computing `softmax(scale·QKᵀ + mask)·V` with
+//! the GEMM kernels, reading Q, K and V in place (no head split or merge
+//! copies) and writing its slice of the merged `[B, L, D]` output.
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::cpu::Kernel;
+use crate::error::{Error, Result};
+use crate::gemm::{self, Epilogue, OutPtr, PackedB, Threads};
+use crate::linear::f32_input;
+use crate::softmax::softmax_in_place;
+
+/// No epilogue: the raw products.
+struct Plain;
+
+impl Epilogue for Plain {
+    fn apply(&self, _: usize, _: usize, _: &mut [f32]) {}
+}
+
+/// True when [`attention`] takes this additive mask: `[B, 1, 1, L]`
+/// (padding) or `[B, 1, L, L]` (causal), f32.
+pub fn mask_supported(mask: Option<&Tensor>, b: usize, l: usize) -> bool {
+    mask.is_none_or(|m| {
+        m.dtype() == candle_core::DType::F32
+            && (m.dims() == [b, 1, 1, l] || m.dims() == [b, 1, l, l])
+    })
+}
+
+/// `qkv`: `[B, L, 3·D]` f32 on the CPU (queries, keys, values side by side);
+/// returns the attention output `[B, L, D]`, heads merged, with the products
+/// computed by `kernel`.
+pub fn attention(
+    qkv: &Tensor,
+    heads: usize,
+    scale: f32,
+    mask: Option<&Tensor>,
+    kernel: Kernel,
+) -> Result<Tensor> {
+    if !kernel.runs_here() {
+        return Err(Error::NotOnThisCpu(kernel));
+    }
+    let (b, l, d3) = qkv.dims3()?;
+    let d = d3 / 3;
+    if heads == 0 || d3 % 3 != 0 || d % heads != 0 || !mask_supported(mask, b, l) {
+        return Err(Error::Unsupported {
+            op: "attention",
+            reason: format!(
+                "qkv {:?} with {heads} heads and mask {:?}",
+                qkv.dims(),
+                mask.map(|m| m.dims().to_vec())
+            ),
+        });
+    }
+    let mask = match mask {
+        Some(m) => Some((m.flatten_all()?.to_vec1::<f32>()?, m.dim(2)? == l)),
+        None => None,
+    };
+    let op = AttentionOp {
+        heads,
+        scale,
+        mask,
+        kernel,
+    };
+    Ok(qkv.contiguous()?.apply_op1_no_bwd(&op)?)
+}
+
+/// The kernel as a candle op, so that it reads the projection's storage in
+/// place; `mask` holds the additive mask and whether it has a row per query.
+struct AttentionOp {
+    heads: usize,
+    scale: f32,
+    mask: Option<(Vec<f32>, bool)>,
+    kernel: Kernel,
+}
+
+impl CustomOp1 for AttentionOp {
+    fn name(&self) -> &'static str {
+        "packed-attention"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let &[b, l, d3] = layout.dims() else {
+            candle_core::bail!(
+                "attention kernel: qkv must be [B, L, 3D], got {:?}",
+                layout.dims()
+            );
+        };
+        let x = f32_input(s, layout, d3, "qkv")?;
+        let (heads, scale, kernel) = (self.heads, self.scale, self.kernel);
+        let d = d3 / 3;
+        let dh = d / heads;
+        let mut out = vec![0f32; b * l * d];
+        let out_ptr = OutPtr(out.as_mut_ptr());
+        (0..b * heads).into_par_iter().for_each(|task| {
+            let (bi, h) = (task / heads, task % heads);
+            let base = bi * l * d3 + h * dh;
+            let keys = PackedB::pack_strided(&x[base + d..], l, dh, (d3, 1), kernel);
+            let mut scores = Vec::<f32>::with_capacity(l * l);
+            // SAFETY: `scores` has room for l × l floats, all of which the
+            // GEMM writes.
+            unsafe {
+                let q = &x[base..];
+                gemm::gemm(
+                    q,
+                    d3,
+                    l,
+                    &keys,
+                    scores.as_mut_ptr(),
+                    l,
+                    &Plain,
+                    Threads::One,
+                );
+                scores.set_len(l * l);
+            }
+            for (i, row) in scores.chunks_mut(l).enumerate() {
+                let m = self.mask.as_ref().map(|(m, per_row)| match per_row {
+                    true => &m[(bi * l + i) * l..][..l],
+                    false => &m[bi * l..][..l],
+                });
+                softmax_in_place(row, scale, m, kernel);
+            }
+            let values = PackedB::pack_strided(&x[base + 2 * d..], dh, l, (1, d3), kernel);
+            let dst = out_ptr.get().wrapping_add(bi * l * d + h * dh);
+            // SAFETY: this task alone writes this head's dh columns of its
+            // sequence's l output rows (d apart).
+            unsafe { gemm::gemm(&scores, l, l, &values, dst, d, &Plain, Threads::One) };
+        });
+        Ok((CpuStorage::F32(out), Shape::from((b, l, d))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, D};
+
+    /// The textbook formula with candle ops.
+    fn reference(qkv: &Tensor, heads: usize, scale: f64, mask: Option<&Tensor>) -> Tensor {
+        let (b, l, d3) = qkv.dims3().unwrap();
+        let d = d3 / 3;
+        let split = |i: usize| {
+            qkv.narrow(2, i * d, d)
+                .unwrap()
+                .reshape((b, l, heads, d / heads))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+        };
+        let (q, k, v) = (split(0), split(1), split(2));
+        let mut s = (q.matmul(&k.t().unwrap()).unwrap() * scale).unwrap();
+        if let Some(m) = mask {
+            s = s.broadcast_add(m).unwrap();
+        }
+        let p = candle_nn::ops::softmax(&s, D::Minus1).unwrap();
+        p.matmul(&v)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((b, l, d))
+            .unwrap()
+    }
+
+    fn check(kernel: Kernel, b: usize, l: usize, heads: usize, dh: usize, causal: bool, tol: f32) {
+        if !kernel.runs_here() {
+            eprintln!(
+                "skipped: the {} kernel does not run on this CPU",
+                kernel.name()
+            );
+            return;
+        }
+        let dev = Device::Cpu;
+        let qkv = Tensor::randn(0f32, 1.0, (b, l, 3 * heads * dh), &dev).unwrap();
+        let mask = if causal {
+            let m: Vec<f32> = (0..b * l * l)
+                .map(|i| if (i % l) > (i / l) % l { f32::MIN } else { 0.0 })
+                .collect();
+            Tensor::from_vec(m, (b, 1, l, l), &dev).unwrap()
+        } else {
+            // Padding: the last two keys of every sequence but the first.
+            let m: Vec<f32> = (0..b * l)
+                .map(|i| {
+                    if i / l > 0 && i % l >= l - 2 {
+                        f32::MIN
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            Tensor::from_vec(m, (b, 1, 1, l), &dev).unwrap()
+        };
+        let scale = (dh as f64).powf(-0.5);
+        let want = reference(&qkv, heads, scale, Some(&mask));
+        let got = attention(&qkv, heads, scale as f32, Some(&mask), kernel).unwrap();
+        let diff = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
+        let diff = diff.to_scalar::<f32>().unwrap();
+        assert!(
+            diff < tol,
+            "{kernel:?} b={b} l={l} heads={heads} dh={dh}: max |Δ| {diff}"
+        );
+    }
+
+    #[test]
+    fn matches_the_formula() {
+        for causal in [false, true] {
+            for f32_kernel in [Kernel::Avx512, Kernel::Avx2] {
+                check(f32_kernel, 2, 13, 2, 32, causal, 1e-5);
+                check(f32_kernel, 1, 40, 3, 8, causal, 1e-5);
+            }
+            check(Kernel::Avx512Bf16, 2, 37, 2, 64, causal, 3e-2);
+        }
+    }
+}

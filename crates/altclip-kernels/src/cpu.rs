@@ -1,0 +1,137 @@
+//! The kernels this CPU runs, and the one per precision this process uses.
+
+use std::sync::OnceLock;
+
+/// What a kernel multiplies in; accumulation is always f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 products (FMA).
+    F32,
+    /// bf16 products, f32 sums (PyTorch autocast's contract).
+    Bf16,
+}
+
+/// A micro-kernel: one instruction set and the precision it multiplies in.
+/// Weights are packed for one kernel, and everything that runs on them (the
+/// GEMM, its epilogue, attention's softmax) is compiled for its instruction set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// AVX2 + FMA: 6×16 f32 tiles in ymm registers.
+    Avx2,
+    /// AVX-512F: 12×32 f32 tiles in zmm registers.
+    Avx512,
+    /// AVX512-BF16 `vdpbf16ps`: 12×32 tiles, bf16 products, f32 sums.
+    Avx512Bf16,
+}
+
+impl Kernel {
+    /// Every kernel, fastest first within each precision.
+    pub const ALL: [Kernel; 3] = [Kernel::Avx512, Kernel::Avx2, Kernel::Avx512Bf16];
+
+    /// What this kernel multiplies in.
+    pub fn precision(self) -> Precision {
+        match self {
+            Kernel::Avx2 | Kernel::Avx512 => Precision::F32,
+            Kernel::Avx512Bf16 => Precision::Bf16,
+        }
+    }
+
+    /// A short name for logs, `info` and `bench`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Avx2 => "avx2 f32",
+            Kernel::Avx512 => "avx512f f32",
+            Kernel::Avx512Bf16 => "avx512-bf16",
+        }
+    }
+
+    /// Whether this CPU has the kernel's instructions (detected once).
+    pub fn runs_here(self) -> bool {
+        let f = features();
+        match self {
+            Kernel::Avx2 => f.avx2_fma || f.avx512f,
+            Kernel::Avx512 => f.avx512f,
+            Kernel::Avx512Bf16 => f.avx512f && f.avx512bf16,
+        }
+    }
+
+    /// The kernel this process uses for `precision`: the fastest this CPU
+    /// runs, narrowed by `ALTCLIP_KERNELS` (`candle`: none, `avx2`: the AVX2
+    /// f32 kernel only). Read once per process.
+    pub fn select(precision: Precision) -> Option<Kernel> {
+        static CHOICE: OnceLock<[Option<Kernel>; 2]> = OnceLock::new();
+        let [f32, bf16] = *CHOICE.get_or_init(|| {
+            let forced = std::env::var("ALTCLIP_KERNELS").ok();
+            choose(forced.as_deref())
+        });
+        match precision {
+            Precision::F32 => f32,
+            Precision::Bf16 => bf16,
+        }
+    }
+
+    /// True for the kernels whose epilogue and softmax compile for AVX-512.
+    pub(crate) fn avx512(self) -> bool {
+        matches!(self, Kernel::Avx512 | Kernel::Avx512Bf16)
+    }
+}
+
+/// The f32 and bf16 kernels for a value of `ALTCLIP_KERNELS`.
+fn choose(forced: Option<&str>) -> [Option<Kernel>; 2] {
+    let best = |p: Precision| {
+        Kernel::ALL
+            .into_iter()
+            .find(|k| k.precision() == p && k.runs_here())
+    };
+    match forced {
+        Some("candle") => [None, None],
+        Some("avx2") => [Some(Kernel::Avx2).filter(|k| k.runs_here()), None],
+        _ => [best(Precision::F32), best(Precision::Bf16)],
+    }
+}
+
+/// The instruction-set extensions the kernels use.
+#[derive(Debug, Clone, Copy, Default)]
+struct Features {
+    avx2_fma: bool,
+    avx512f: bool,
+    avx512bf16: bool,
+}
+
+fn features() -> Features {
+    static FOUND: OnceLock<Features> = OnceLock::new();
+    *FOUND.get_or_init(detect)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect() -> Features {
+    Features {
+        avx2_fma: is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+        avx512f: is_x86_feature_detected!("avx512f"),
+        avx512bf16: is_x86_feature_detected!("avx512bf16"),
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect() -> Features {
+    Features::default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forced_choices_narrow_what_the_cpu_offers() {
+        assert_eq!(choose(Some("candle")), [None, None]);
+        let [f32, bf16] = choose(Some("avx2"));
+        assert_eq!(f32, Kernel::Avx2.runs_here().then_some(Kernel::Avx2));
+        assert_eq!(bf16, None);
+        let [f32, bf16] = choose(None);
+        assert!(f32.is_none_or(|k| k.runs_here() && k.precision() == Precision::F32));
+        assert!(bf16.is_none_or(|k| k.runs_here() && k.precision() == Precision::Bf16));
+        if Kernel::Avx512.runs_here() {
+            assert_eq!(f32, Some(Kernel::Avx512));
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! Blocked GEMM, `C[M, N] = A[M, K] · W[N, K]ᵀ`, with `W` packed once at
+//! load time for one [`Kernel`] and `A` packed per call (which also rounds
+//! it to bf16 for the bf16 kernel). Accumulation is always f32; the
+//! micro-kernels themselves are in [`super::micro`].
+//!
+//! Blocking: threads split the output columns into groups of 32-column panels;
+//! within a group, for each K block, a 12-row slice of `A` is packed into a
+//! small k-major buffer (L1) and multiplied by every panel of the group (the
+//! group's `W` block stays in L2). Packing `A` avoids the 4 KiB-stride cache
+//! set conflicts that reading 12 rows of a row-major matrix would cause.
+
+use rayon::prelude::*;
+
+use super::cpu::{Kernel, Precision};
+use super::micro;
+
+/// Output columns per panel: two zmm registers.
+pub const NR: usize = 32;
+/// K elements per block (f32 kernel; the bf16 kernel takes `KC` pairs).
+const KC: usize = 256;
+/// Rows per block whose output tiles stay in L2 (a multiple of every
+/// kernel's tile height).
+const MC: usize = 96;
+/// Panels per thread task at most: 256 columns, a 256 KiB `W` block in f32.
+const MAX_GROUP: usize = 8;
+
+/// Elements below which packing runs on one thread into a plain vector
+/// (per-head keys and values in attention).
+const SMALL: usize = 1 << 18;
+
+/// A `[N, K]` weight laid out panel by panel: panel `p` holds columns
+/// `32p..32p+32` for every k (f32), or for every pair of k as two bf16 in one
+/// u32 (bf16), zero-padded to whole panels and whole pairs.
+pub struct PackedB {
+    pub kernel: Kernel,
+    pub n: usize,
+    pub k: usize,
+    data: Storage,
+}
+
+/// Page-aligned memory for a packed weight: an anonymous map asking for huge
+/// pages (a model is gigabytes: 2 MiB pages fault 512 times less while
+/// packing and relieve the TLB in the GEMM), or a plain vector if mapping fails.
+enum Storage {
+    Map(memmap2::MmapMut),
+    Vec(Vec<u32>),
+}
+
+impl Storage {
+    fn zeroed(len: usize) -> Self {
+        if len < SMALL {
+            return Storage::Vec(vec![0; len]);
+        }
+        match memmap2::MmapMut::map_anon(len * 4) {
+            Ok(map) => {
+                #[cfg(target_os = "linux")]
+                let _ = map.advise(memmap2::Advice::HugePage);
+                Storage::Map(map)
+            }
+            Err(_) => Storage::Vec(vec![0; len]),
+        }
+    }
+
+    fn as_slice(&self, len: usize) -> &[u32] {
+        match self {
+            // SAFETY: the map is page-aligned, at least `len` u32 long, and
+            // anonymous maps start zeroed.
+            Storage::Map(m) => unsafe { std::slice::from_raw_parts(m.as_ptr().cast(), len) },
+            Storage::Vec(v) => &v[..len],
+        }
+    }
+
+    fn as_mut_slice(&mut self, len: usize) -> &mut [u32] {
+        match self {
+            // SAFETY: as in `as_slice`, and borrowed mutably.
+            Storage::Map(m) => unsafe {
+                std::slice::from_raw_parts_mut(m.as_mut_ptr().cast(), len)
+            },
+            Storage::Vec(v) => &mut v[..len],
+        }
+    }
+}
+
+impl std::fmt::Debug for PackedB {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedB({:?}, n={}, k={})", self.kernel, self.n, self.k)
+    }
+}
+
+/// Rounds to the nearest bf16, ties to even, as PyTorch does.
+#[inline(always)]
+pub fn bf16_bits(x: f32) -> u32 {
+    let b = x.to_bits();
+    let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1))) >> 16;
+    if x.is_nan() {
+        0x7fc0
+    } else {
+        rounded
+    }
+}
+
+#[inline(always)]
+pub fn bf16_to_f32(bits: u32) -> f32 {
+    f32::from_bits(bits << 16)
+}
+
+impl PackedB {
+    /// Packs a row-major `[n, k]` weight.
+    pub fn pack(w: &[f32], n: usize, k: usize, kernel: Kernel) -> Self {
+        assert_eq!(w.len(), n * k, "weight length");
+        Self::pack_strided(w, n, k, (k, 1), kernel)
+    }
+
+    /// Packs `[n, k]` whose element `(j, kk)` is `w[j·stride.0 + kk·stride.1]`:
+    /// a weight, a slice of keys, or values read transposed.
+    pub fn pack_strided(
+        w: &[f32],
+        n: usize,
+        k: usize,
+        stride: (usize, usize),
+        kernel: Kernel,
+    ) -> Self {
+        let precision = kernel.precision();
+        let (sn, sk) = stride;
+        assert!(
+            n == 0 || k == 0 || w.len() > (n - 1) * sn + (k - 1) * sk,
+            "strided weight length"
+        );
+        let panels = n.div_ceil(NR);
+        let rows = Self::rows_for(k, precision);
+        let len = panels * rows * NR;
+        let mut data = Storage::zeroed(len);
+        let at = |j: usize, kk: usize| if kk < k { w[j * sn + kk * sk] } else { 0.0 };
+        let fill = |(p, panel): (usize, &mut [u32])| {
+            for j in p * NR..n.min((p + 1) * NR) {
+                for r in 0..rows {
+                    panel[r * NR + j % NR] = match precision {
+                        Precision::F32 => at(j, r).to_bits(),
+                        Precision::Bf16 => {
+                            bf16_bits(at(j, 2 * r)) | (bf16_bits(at(j, 2 * r + 1)) << 16)
+                        }
+                    };
+                }
+            }
+        };
+        let out = data.as_mut_slice(len);
+        if len >= SMALL {
+            out.par_chunks_mut(rows * NR).enumerate().for_each(fill);
+        } else {
+            out.chunks_mut(rows * NR).enumerate().for_each(fill);
+        }
+        Self { kernel, n, k, data }
+    }
+
+    /// Packed rows per panel: k (f32) or k pairs (bf16).
+    fn rows_for(k: usize, precision: Precision) -> usize {
+        match precision {
+            Precision::F32 => k,
+            Precision::Bf16 => k.div_ceil(2),
+        }
+    }
+
+    fn rows(&self) -> usize {
+        Self::rows_for(self.k, self.kernel.precision())
+    }
+
+    fn panels(&self) -> usize {
+        self.n.div_ceil(NR)
+    }
+
+    fn len(&self) -> usize {
+        self.panels() * self.rows() * NR
+    }
+
+    fn panel(&self, p: usize) -> &[u32] {
+        let rows = self.rows();
+        &self.data.as_slice(self.len())[p * rows * NR..][..rows * NR]
+    }
+
+    /// The weight back as row-major `[n, k]` f32 (bf16 values widened).
+    pub fn unpack(&self) -> Vec<f32> {
+        let mut w = vec![0f32; self.n * self.k];
+        for (i, v) in w.iter_mut().enumerate() {
+            let (j, kk) = (i / self.k, i % self.k);
+            let panel = self.panel(j / NR);
+            *v = match self.kernel.precision() {
+                Precision::F32 => f32::from_bits(panel[kk * NR + j % NR]),
+                Precision::Bf16 => {
+                    let pair = panel[(kk / 2) * NR + j % NR];
+                    bf16_to_f32(if kk % 2 == 0 {
+                        pair & 0xffff
+                    } else {
+                        pair >> 16
+                    })
+                }
+            };
+        }
+        w
+    }
+}
+
+/// Whether a GEMM may split across rayon's threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threads {
+    /// Split when it is big enough to pay off.
+    Auto,
+    /// Stay on the calling thread (the caller is already parallel).
+    One,
+}
+
+/// What happens to each finished tile: `act(acc + bias) + residual`.
+pub trait Epilogue: Sync {
+    /// `tile` holds columns `col..col+tile.len()` of output row `row`.
+    fn apply(&self, row: usize, col: usize, tile: &mut [f32]);
+}
+
+/// An output as a raw pointer shared by threads that write disjoint parts.
+#[derive(Clone, Copy)]
+pub(super) struct OutPtr(pub *mut f32);
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// The pointer (a method, so that closures capture the `Send` wrapper).
+    pub fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `c[m, ..n] = a[m, k] · bᵀ` (rows `ldc` apart) with `b`'s kernel, then
+/// `epi` on every output row segment. `c` may be uninitialised: it is only
+/// written, once per element.
+///
+/// # Safety
+/// `c` must be valid for writes of `m` rows of `ldc ≥ n` floats, and `b`'s
+/// kernel must run on this CPU (checked where weights are packed).
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm(
+    a: &[f32],
+    lda_in: usize,
+    m: usize,
+    b: &PackedB,
+    c: *mut f32,
+    ldc: usize,
+    epi: &dyn Epilogue,
+    threads: Threads,
+) {
+    let k = b.k;
+    assert!(m == 0 || (lda_in >= k && a.len() >= (m - 1) * lda_in + k));
+    assert!(ldc >= b.n);
+    debug_assert!(b.kernel.runs_here());
+    let parallel =
+        threads == Threads::Auto && m * b.n * k >= 1 << 20 && rayon::current_num_threads() > 1;
+
+    // A once more, row-major with a padded row stride: as bf16 pairs for the
+    // bf16 kernel, and for both so that the 12 rows a micro-kernel reads do
+    // not fall into the same L1 sets (as 4 KiB-multiple strides would).
+    let lda = b.rows().next_multiple_of(16) + 16;
+    // Grown, never cleared: every element a kernel reads is packed below.
+    let mut packed_a = SCRATCH.take();
+    if packed_a.len() < m * lda {
+        packed_a.resize(m * lda, 0);
+    }
+    let precision = b.kernel.precision();
+    let pack = |(i, out): (usize, &mut [u32])| pack_a_row(&a[i * lda_in..][..k], precision, out);
+    if parallel {
+        packed_a[..m * lda]
+            .par_chunks_mut(lda)
+            .enumerate()
+            .for_each(pack);
+    } else {
+        packed_a[..m * lda]
+            .chunks_mut(lda)
+            .enumerate()
+            .for_each(pack);
+    }
+
+    let panels = b.panels();
+    let threads = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    let groups_wanted = threads * panels.div_ceil(threads * MAX_GROUP);
+    let group = panels.div_ceil(groups_wanted);
+    let out = OutPtr(c);
+    let a_ref = &packed_a[..];
+    let run = |g: usize| {
+        let panels = g * group..((g + 1) * group).min(panels);
+        // SAFETY: the kernel runs here (the caller's contract); each group
+        // writes only its columns.
+        unsafe { run_group(a_ref, lda, m, b, out.get(), ldc, panels, epi) }
+    };
+    let ngroups = panels.div_ceil(group);
+    if parallel {
+        (0..ngroups).into_par_iter().for_each(run);
+    } else {
+        (0..ngroups).for_each(run);
+    }
+    SCRATCH.set(packed_a);
+}
+
+thread_local! {
+    /// The packed copy of A, reused between calls (taken, so a nested call
+    /// on the same thread simply allocates its own).
+    static SCRATCH: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// A worker's block of output tiles, reused likewise.
+    static C_BLOCK: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// One thread's share: every row, the columns of `panels`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_group(
+    a: &[u32],
+    lda: usize,
+    m: usize,
+    b: &PackedB,
+    c: *mut f32,
+    ldc: usize,
+    panels: std::ops::Range<usize>,
+    epi: &dyn Epilogue,
+) {
+    let rows = b.rows();
+    let kernel = b.kernel;
+    let rows_per_tile = micro::rows_per_tile(kernel);
+    let col0 = panels.start * NR;
+    let cols = b.n.min(panels.end * NR) - col0;
+    // The micro-kernels accumulate into a per-thread block whose row stride
+    // is off the 4 KiB multiples that output strides such as 4096 floats are
+    // (12 rows in one L1 set); finished rows are copied out.
+    let lds = panels.len() * NR + 16;
+    let mut block = C_BLOCK.take();
+    if block.len() < MC * lds {
+        block.resize(MC * lds, 0.0);
+    }
+    let blk = block.as_mut_ptr();
+    // Rows in blocks of `MC` so that their tiles stay in L2 across the K
+    // blocks; within a block, each `W` panel slice is reused by every row
+    // chunk and each slice of `A` by every panel.
+    for m0 in (0..m).step_by(MC) {
+        let m1 = (m0 + MC).min(m);
+        let mut r0 = 0;
+        while r0 < rows {
+            let kc = KC.min(rows - r0);
+            for p in panels.clone() {
+                let bp = b.panel(p)[r0 * NR..].as_ptr();
+                for i0 in (m0..m1).step_by(rows_per_tile) {
+                    let mr = rows_per_tile.min(m - i0);
+                    let ap = a[i0 * lda + r0..].as_ptr();
+                    let cp = blk.add((i0 - m0) * lds + (p - panels.start) * NR);
+                    micro::tile(kernel, mr, kc, ap, lda, bp, cp, lds, r0 == 0);
+                }
+            }
+            r0 += kc;
+        }
+        // The block's rows are final and still in L2.
+        for i in m0..m1 {
+            let row = &mut block[(i - m0) * lds..][..cols];
+            epi.apply(i, col0, row);
+            std::ptr::copy_nonoverlapping(row.as_ptr(), c.add(i * ldc + col0), cols);
+        }
+    }
+    C_BLOCK.set(block);
+}
+
+/// One row of A for the kernels: f32 bits, or bf16 pairs (the last one
+/// zero-padded when k is odd).
+fn pack_a_row(row: &[f32], precision: Precision, out: &mut [u32]) {
+    match precision {
+        Precision::F32 => {
+            for (o, x) in out.iter_mut().zip(row) {
+                *o = x.to_bits();
+            }
+        }
+        Precision::Bf16 => {
+            let pairs = row.chunks_exact(2);
+            let last = pairs.remainder().first().map(|&x| bf16_bits(x));
+            let n = pairs.len();
+            for (o, pair) in out.iter_mut().zip(pairs) {
+                *o = bf16_bits(pair[0]) | (bf16_bits(pair[1]) << 16);
+            }
+            if let Some(lo) = last {
+                out[n] = lo;
+            }
+        }
+    }
+}
