@@ -10,7 +10,7 @@ use altclip::AltClip;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::common::{ModelArgs, Precision};
+use crate::common::ModelArgs;
 
 /// Measure the speed of the model's towers on this machine.
 ///
@@ -215,13 +215,9 @@ fn print<T: Serialize>(line: &T) -> Result<()> {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let tag = match args.model.settings.dtype {
-        Precision::F32 => "f32",
-        Precision::F16 => "f16",
-        Precision::Bf16 => "bf16",
-    };
+    let tag = args.model.settings.dtype.name();
     let start = Instant::now();
-    let clip = args.model.settings.load(&args.model.model)?;
+    let clip = args.model.load()?;
     let load_s = start.elapsed().as_secs_f64();
     print(&Engine {
         what: "engine",

@@ -3,35 +3,12 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use altclip::args::ModelSettings;
 use altclip::cache::{content_hash, EmbeddingCache};
 use altclip::preprocess::{decode_rgb, DEFAULT_MAX_PIXELS};
-use altclip::{AltClip, DType, LoadOptions, TextTokenizer};
+use altclip::{AltClip, TextTokenizer};
 use anyhow::{Context, Result};
 use image::RgbImage;
-
-/// Compute precision.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum Precision {
-    /// 32-bit float: exact parity with transformers (AVX-512 kernels where the CPU has them).
-    F32,
-    /// 16-bit float (candle's kernels; slow on CPUs).
-    F16,
-    /// bfloat16: on CPUs with AVX512-BF16 the matmuls run in bf16 with f32 sums and everything
-    /// else in f32, like PyTorch's autocast (about 2x f32, cosine to f32 >= 0.999); elsewhere
-    /// candle's bf16.
-    Bf16,
-}
-
-impl Precision {
-    /// The candle dtype.
-    pub fn dtype(self) -> DType {
-        match self {
-            Precision::F32 => DType::F32,
-            Precision::F16 => DType::F16,
-            Precision::Bf16 => DType::BF16,
-        }
-    }
-}
 
 /// How to find and run the model.
 #[derive(clap::Args, Debug, Clone)]
@@ -43,54 +20,30 @@ pub struct ModelArgs {
     pub settings: ModelSettings,
 }
 
-/// How to run a model, whichever it is.
-#[derive(clap::Args, Debug, Clone)]
-pub struct ModelSettings {
-    /// Hub revision (branch, tag or commit) when --model is a Hub id.
-    #[arg(long, env = "ALTCLIP_REVISION")]
-    pub revision: Option<String>,
-    /// Compute dtype.
-    #[arg(long, value_enum, default_value = "f32", env = "ALTCLIP_DTYPE")]
-    pub dtype: Precision,
-    /// Truncate texts to this many tokens, <s> and </s> included (FlagAI uses 77; at most 512).
-    #[arg(long, default_value_t = 77, env = "ALTCLIP_MAX_LENGTH")]
-    pub max_length: usize,
-}
-
-impl ModelSettings {
-    fn options(&self) -> LoadOptions {
-        LoadOptions {
-            dtype: self.dtype.dtype(),
-            revision: self.revision.clone(),
-            max_length: self.max_length,
-            ..LoadOptions::default()
-        }
-    }
-
-    /// Loads `model` (a directory or Hub id) with these settings.
-    pub fn load(&self, model: &str) -> Result<AltClip> {
-        let start = std::time::Instant::now();
-        let clip = AltClip::load(model, &self.options())
-            .with_context(|| format!("loading model `{model}`"))?;
-        tracing::info!(
-            "loaded {} ({}) in {:.2}s",
-            clip.files().dir.display(),
-            clip.files().origin,
-            start.elapsed().as_secs_f64()
-        );
-        Ok(clip)
-    }
+/// Loads `model` (a directory or Hub id) with `settings`.
+pub fn load_model(settings: &ModelSettings, model: &str) -> Result<AltClip> {
+    let start = std::time::Instant::now();
+    let clip = AltClip::load(model, &settings.load_options())
+        .with_context(|| format!("loading model `{model}`"))?;
+    tracing::info!(
+        "loaded {} ({}) in {:.2}s",
+        clip.files().dir.display(),
+        clip.files().origin,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(clip)
 }
 
 impl ModelArgs {
     /// Loads the tokenizer alone (no weights).
     pub fn load_tokenizer(&self) -> Result<TextTokenizer> {
-        AltClip::load_tokenizer(&self.model, &self.settings.options())
+        AltClip::load_tokenizer(&self.model, &self.settings.load_options())
             .with_context(|| format!("loading the tokenizer of `{}`", self.model))
     }
 
+    /// Loads the model.
     pub fn load(&self) -> Result<AltClip> {
-        self.settings.load(&self.model)
+        load_model(&self.settings, &self.model)
     }
 }
 

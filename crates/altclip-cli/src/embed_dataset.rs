@@ -74,7 +74,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         // No need to load the model.
         Some(report) => report,
         None => {
-            let clip = args.model.settings.load(&args.model.model)?;
+            let clip = args.model.load()?;
             let bar = progress(0, "embedding");
             let report = export::export_shard(&clip, &items, &opts, &mut |done, total| {
                 track(&bar, done, total)

@@ -8,7 +8,9 @@ use altclip_diffusion::pipeline::{output_path, save_png};
 use altclip_diffusion::{AltDiffusion, GenerateOptions, SchedulerKind};
 use anyhow::{Context, Result};
 
-use crate::common::{progress, track, Precision};
+use altclip::args::Dtype;
+
+use crate::common::{progress, track};
 
 /// Generate images from a prompt with AltDiffusion (bilingual Stable Diffusion).
 ///
@@ -58,7 +60,7 @@ pub struct Args {
     num_images: usize,
     /// Compute dtype.
     #[arg(long, value_enum, default_value = "f32")]
-    dtype: Precision,
+    dtype: Dtype,
     /// Output folder (created if needed).
     #[arg(long)]
     out: PathBuf,

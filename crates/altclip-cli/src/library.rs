@@ -13,7 +13,9 @@ use altclip_index::{
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::common::{print_json_line, progress, track, ImageArgs, ModelSettings};
+use altclip::args::ModelSettings;
+
+use crate::common::{load_model, print_json_line, progress, track, ImageArgs};
 
 const DB_NAME: &str = ".altclip/index.db";
 /// Index setting: vector count from which an HNSW graph is kept.
@@ -225,7 +227,7 @@ pub fn index(args: IndexArgs) -> Result<ExitCode> {
     }
     let mut db = Index::open(&db_path)?;
     let name = model_for(&db, &args.target.model)?;
-    let clip = args.target.settings.load(&name)?;
+    let clip = load_model(&args.target.settings, &name)?;
     let info = model_info(&clip, &name, &args.target.settings)?;
     let dtype = if args.vector_dtype == "f32" {
         VectorDtype::F32
@@ -351,7 +353,7 @@ fn open_for_query(
     let db_path = find_db(db)?;
     let index = Index::open(&db_path)?;
     let name = model_for(&index, model)?;
-    let clip = settings.load(&name)?;
+    let clip = load_model(settings, &name)?;
     let info = model_info(&clip, &name, settings)?;
     match index.model()? {
         Some(existing) if existing.key != info.key => {

@@ -4,15 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use altclip::{DType, LoadOptions};
-
-/// Compute dtype of the model.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Precision {
-    F32,
-    F16,
-    Bf16,
-}
+use altclip::args::ModelSettings;
+use altclip::LoadOptions;
 
 /// Serve AltCLIP over HTTP: embeddings, classification, search and a web page.
 ///
@@ -31,15 +24,8 @@ pub struct ServeArgs {
     /// Model directory or Hub id (default: the model the --db index was built with).
     #[arg(long, short = 'm', env = "ALTCLIP_MODEL")]
     pub model: Option<String>,
-    /// Hub revision (branch, tag or commit) when --model is a Hub id.
-    #[arg(long, env = "ALTCLIP_REVISION")]
-    pub revision: Option<String>,
-    /// Compute dtype.
-    #[arg(long, value_enum, default_value = "f32", env = "ALTCLIP_DTYPE")]
-    pub dtype: Precision,
-    /// Truncate texts to this many tokens, <s> and </s> included.
-    #[arg(long, default_value_t = 77, env = "ALTCLIP_MAX_LENGTH")]
-    pub max_length: usize,
+    #[command(flatten)]
+    pub settings: ModelSettings,
     /// Index database built by `altclip index`, for POST /search and GET /thumb.
     #[arg(long, env = "ALTCLIP_DB")]
     pub db: Option<PathBuf>,
@@ -109,16 +95,7 @@ impl ServeArgs {
 
     /// How the model is loaded.
     pub fn load_options(&self) -> LoadOptions {
-        LoadOptions {
-            dtype: match self.dtype {
-                Precision::F32 => DType::F32,
-                Precision::F16 => DType::F16,
-                Precision::Bf16 => DType::BF16,
-            },
-            revision: self.revision.clone(),
-            max_length: self.max_length,
-            ..LoadOptions::default()
-        }
+        self.settings.load_options()
     }
 
     /// The batching settings.

@@ -13,9 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use altclip::text::TextInputs;
-use altclip::{normalize_rows, AltClip};
-use candle_core::Tensor;
+use altclip::AltClip;
 use tokio::sync::oneshot;
 
 use crate::args::BatchConfig;
@@ -250,11 +248,7 @@ fn run_text(shared: &Shared, clip: &AltClip, batch: Vec<Pending<Vec<u32>>>) {
     let (ids, replies): (Vec<Vec<u32>>, Vec<Reply>) =
         batch.into_iter().map(|p| (p.input, p.reply)).unzip();
     let tokens = ids.iter().map(Vec::len).sum();
-    let result = (|| -> altclip::Result<Vec<Vec<f32>>> {
-        let inputs = TextInputs::new(&ids, clip.tokenizer().pad_id(), &clip.device())?;
-        let rows = clip.model().text_features(&inputs)?.to_vec2::<f32>()?;
-        Ok(normalize_rows(rows))
-    })();
+    let result = clip.embed_token_ids(&ids);
     shared
         .metrics
         .record_batch(Tower::Text, replies.len(), tokens, start.elapsed());
@@ -265,18 +259,7 @@ fn run_images(shared: &Shared, clip: &AltClip, batch: Vec<Pending<Vec<f32>>>) {
     let start = Instant::now();
     let (pixels, replies): (Vec<Vec<f32>>, Vec<Reply>) =
         batch.into_iter().map(|p| (p.input, p.reply)).unzip();
-    let (h, w) = clip.preprocessor().output_shape(1, 1);
-    let result = (|| -> altclip::Result<Vec<Vec<f32>>> {
-        let n = pixels.len();
-        let t = Tensor::from_vec(
-            pixels.concat(),
-            (n, 3, h as usize, w as usize),
-            &clip.device(),
-        )?
-        .to_dtype(clip.plan().activations)?;
-        let rows = clip.model().image_features(&t)?.to_vec2::<f32>()?;
-        Ok(normalize_rows(rows))
-    })();
+    let result = clip.embed_pixels(&pixels);
     shared
         .metrics
         .record_batch(Tower::Image, replies.len(), 0, start.elapsed());

@@ -243,7 +243,7 @@ pub fn load_image(
         .map_err(|e| ApiError::from_engine(field, e))?;
     let (width, height) = img.dimensions();
     Ok(Decoded {
-        pixels: clip.preprocessor().pixel_values(&img),
+        pixels: clip.preprocess(&img),
         width,
         height,
     })

@@ -11,6 +11,8 @@
 //!
 //! Start with [`AltClip::load`].
 
+#[cfg(feature = "clap")]
+pub mod args;
 pub mod cache;
 pub mod config;
 pub mod embedding;
