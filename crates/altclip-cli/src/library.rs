@@ -183,6 +183,16 @@ fn model_for(db: &Index, explicit: &Option<String>) -> Result<String> {
     }
 }
 
+/// The index's refusals, with the flags that answer them.
+fn advise(e: altclip_index::Error) -> anyhow::Error {
+    match &e {
+        altclip_index::Error::ModelMismatch { indexed, .. } => {
+            anyhow::anyhow!("{e}; use --model {indexed}, or index into another --db")
+        }
+        _ => e.into(),
+    }
+}
+
 fn model_info(clip: &altclip::AltClip, name: &str, settings: &ModelSettings) -> Result<ModelInfo> {
     // A local directory is recorded absolute, so that searches from any
     // working directory find it.
@@ -255,7 +265,8 @@ pub fn index(args: IndexArgs) -> Result<ExitCode> {
         store.as_mut(),
         &opts,
         &mut |done, total| track(&bar, done, total),
-    )?;
+    )
+    .map_err(advise)?;
     bar.finish_and_clear();
     let bar = progress(0, "search graph");
     store.finish(&mut |done, total| track(&bar, done, total))?;
@@ -355,17 +366,7 @@ fn open_for_query(
     let name = model_for(&index, model)?;
     let clip = load_model(settings, &name)?;
     let info = model_info(&clip, &name, settings)?;
-    match index.model()? {
-        Some(existing) if existing.key != info.key => {
-            return Err(altclip_index::Error::ModelMismatch {
-                db: db_path,
-                indexed: existing.name,
-                requested: name,
-            }
-            .into())
-        }
-        _ => {}
-    }
+    index.check_model(&info).map_err(advise)?;
     Ok((index, clip))
 }
 

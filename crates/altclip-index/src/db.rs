@@ -136,15 +136,25 @@ impl Index {
         }))
     }
 
-    /// Records `model` on first use; afterwards refuses any other model.
-    pub fn bind_model(&self, model: &ModelInfo) -> Result<()> {
+    /// Checks that `model` computes the embeddings this index holds (the
+    /// same model files, by [`ModelInfo::key`]); any model fits an index that
+    /// has none yet. The one compatibility rule of every reader and writer.
+    pub fn check_model(&self, model: &ModelInfo) -> Result<()> {
         match self.model()? {
-            Some(existing) if existing.key == model.key => Ok(()),
-            Some(existing) => Err(Error::ModelMismatch {
+            Some(existing) if existing.key != model.key => Err(Error::ModelMismatch {
                 db: self.path.clone(),
                 indexed: existing.name,
                 requested: model.name.clone(),
             }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records `model` on first use; afterwards refuses any other model.
+    pub fn bind_model(&self, model: &ModelInfo) -> Result<()> {
+        self.check_model(model)?;
+        match self.model()? {
+            Some(_) => Ok(()),
             None => {
                 let set = |k: &str, v: &str| {
                     self.conn

@@ -15,7 +15,7 @@ pub enum Error {
 
     #[error(
         "{db} was built with model `{indexed}` but this run uses `{requested}`; embeddings of \
-         different models are not comparable. Use --model {indexed}, or index into another --db"
+         different models are not comparable"
     )]
     ModelMismatch {
         db: PathBuf,

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use altclip::preprocess::decode_rgb;
-use altclip::{normalize_rows, AltClip};
+use altclip::AltClip;
 use image::RgbImage;
 use parquet::data_type::{ByteArray, ByteArrayType};
 use parquet::file::properties::WriterProperties;
@@ -218,7 +218,7 @@ pub fn export_shard(
                 }
             }
             if !images.is_empty() {
-                image_rows.extend(normalize_rows(clip.image_features(&images)?));
+                image_rows.extend(clip.embed_images(&images)?);
             }
             on_progress(done, total);
             Ok(())

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use altclip::cache::content_hash;
 use altclip::preprocess::decode_rgb;
-use altclip::{normalize_rows, AltClip};
+use altclip::AltClip;
 use image::RgbImage;
 
 use crate::db::{ErrorRow, FileRow, Index, ModelInfo};
@@ -258,7 +258,7 @@ pub fn run(
             if !to_embed.is_empty() {
                 let (embedded, images): (Vec<FileRow>, Vec<RgbImage>) =
                     to_embed.into_iter().unzip();
-                let vectors = normalize_rows(clip.image_features(&images)?);
+                let vectors = clip.embed_images(&images)?;
                 let entries: Vec<(String, Vec<f32>)> = embedded
                     .iter()
                     .map(|r| r.hash.clone())

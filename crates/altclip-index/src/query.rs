@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use altclip::embedding::weighted_sum;
 use altclip::preprocess::open_rgb;
-use altclip::{normalize_rows, AltClip};
+use altclip::AltClip;
 
 use crate::error::{Error, Result};
 
@@ -81,24 +82,19 @@ fn split_weight(word: &str) -> (f32, &str) {
 
 /// The normalised sum of the terms' normalised embeddings, weighted.
 pub fn embed(clip: &AltClip, parts: &[Part], max_pixels: u64) -> Result<Vec<f32>> {
-    let mut sum = vec![0f32; clip.embedding_dim()];
+    let mut terms = Vec::with_capacity(parts.len());
     for part in parts {
         let v = match &part.term {
             Term::Text(t) => clip.embed_texts(&[t.as_str()])?.remove(0),
-            Term::Image(p) => {
-                let img = open_rgb(p, max_pixels)?;
-                normalize_rows(clip.image_features(&[img])?).remove(0)
-            }
+            Term::Image(p) => clip.embed_images(&[open_rgb(p, max_pixels)?])?.remove(0),
         };
-        for (s, x) in sum.iter_mut().zip(v) {
-            *s += part.weight * x;
-        }
+        terms.push((part.weight, v));
     }
-    let norm = sum.iter().map(|v| v * v).sum::<f32>().sqrt();
-    if norm == 0.0 {
-        return Err(Error::Invalid("query: the terms cancel out".into()));
-    }
-    Ok(sum.into_iter().map(|v| v / norm).collect())
+    weighted_sum(
+        terms.iter().map(|(w, v)| (*w, v.as_slice())),
+        clip.embedding_dim(),
+    )
+    .ok_or_else(|| Error::Invalid("query: the terms cancel out".into()))
 }
 
 #[cfg(test)]

@@ -471,11 +471,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("altclip-ann-{}", std::process::id()));
         let db = dir.join("index.db");
         let unit = |i: usize| -> Vec<f32> {
-            let v: Vec<f32> = (0..16)
+            let mut v: Vec<f32> = (0..16)
                 .map(|j| ((i * 7919 + j * 104_729 + i * j * 31) % 1009) as f32 - 504.0)
                 .collect();
-            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-            v.into_iter().map(|x| x / n).collect()
+            altclip::normalize(&mut v);
+            v
         };
         let policy = AnnPolicy {
             threshold: 50,

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use altclip::cache::model_key;
 use altclip::zeroshot::{Templates, ZeroShotClassifier};
 use altclip::AltClip;
-use altclip_index::Index;
+use altclip_index::{Index, ModelInfo};
 use tokio::sync::Semaphore;
 
 use crate::args::{Limits, ServeArgs};
@@ -121,18 +121,33 @@ impl AppState {
         let library = match &args.db {
             None => None,
             Some(db) => {
-                if let Some(indexed) = &index_model {
+                if db.is_file() {
                     let key = model_key(&clip).map_err(|source| StartError::Model {
                         model: model.clone(),
                         source,
                     })?;
-                    if indexed.key != key {
-                        return Err(StartError::ModelMismatch {
+                    let served = ModelInfo {
+                        name: model.clone(),
+                        revision: args.settings.revision.clone(),
+                        key,
+                        dim: clip.embedding_dim(),
+                    };
+                    let index_error = |e: altclip_index::Error| match e {
+                        altclip_index::Error::ModelMismatch { indexed, .. } => {
+                            StartError::ModelMismatch {
+                                db: db.clone(),
+                                indexed,
+                                requested: model.clone(),
+                            }
+                        }
+                        e => StartError::Index {
                             db: db.clone(),
-                            indexed: indexed.name.clone(),
-                            requested: model,
-                        });
-                    }
+                            reason: e.to_string(),
+                        },
+                    };
+                    Index::open(db)
+                        .and_then(|i| i.check_model(&served))
+                        .map_err(index_error)?;
                 }
                 let lib = Library::open(db, clip.embedding_dim(), opener).map_err(|reason| {
                     StartError::Index {

@@ -24,6 +24,27 @@ pub fn normalize_rows(mut rows: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
     rows
 }
 
+/// The direction of `Σ weight · row` (rows of equal width `dim`),
+/// normalised: a mixed query of several weighted terms. `None` when the
+/// terms cancel out (a zero or non-finite sum).
+pub fn weighted_sum<'a>(
+    terms: impl IntoIterator<Item = (f32, &'a [f32])>,
+    dim: usize,
+) -> Option<Vec<f32>> {
+    let mut sum = vec![0f32; dim];
+    for (weight, row) in terms {
+        for (s, x) in sum.iter_mut().zip(row) {
+            *s += weight * x;
+        }
+    }
+    let square: f32 = sum.iter().map(|v| v * v).sum();
+    if square == 0.0 || !square.is_finite() {
+        return None;
+    }
+    normalize(&mut sum);
+    Some(sum)
+}
+
 /// `softmax(exp(logit_scale) · cos(images, texts))` over the texts: what
 /// transformers' `logits_per_image.softmax(-1)` gives.
 pub fn softmax_similarity(
@@ -87,6 +108,14 @@ mod tests {
             full.truncate(k);
             assert_eq!(top_k(&scores, k), full, "k = {k}");
         }
+    }
+
+    #[test]
+    fn weighted_sums_point_along_the_terms_or_cancel() {
+        let (a, b) = ([1.0, 0.0], [0.0, 1.0]);
+        let q = weighted_sum([(1.0, &a[..]), (1.0, &b[..])], 2).unwrap();
+        assert!((q[0] - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-7 && q[0] == q[1]);
+        assert_eq!(weighted_sum([(1.0, &a[..]), (-1.0, &a[..])], 2), None);
     }
 
     #[test]

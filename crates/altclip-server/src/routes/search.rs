@@ -157,17 +157,12 @@ pub async fn search(
                 })
         })
     })?;
-    let mut sum = vec![0f32; state.clip.embedding_dim()];
-    for (w, v) in weights.iter().zip(&embedded.vectors) {
-        for (s, x) in sum.iter_mut().zip(v) {
-            *s += w * x;
-        }
-    }
-    let norm = sum.iter().map(|v| v * v).sum::<f32>().sqrt();
-    if norm == 0.0 || !norm.is_finite() {
-        return Err(ApiError::bad("query", "the terms cancel out"));
-    }
-    sum.iter_mut().for_each(|v| *v /= norm);
+    let terms = weights
+        .iter()
+        .zip(&embedded.vectors)
+        .map(|(w, v)| (*w, v.as_slice()));
+    let sum = altclip::embedding::weighted_sum(terms, state.clip.embedding_dim())
+        .ok_or_else(|| ApiError::bad("query", "the terms cancel out"))?;
     let hits = library.search(sum, k).await?;
     let results: Vec<Value> = hits
         .into_iter()
