@@ -149,7 +149,7 @@ fn image_case(clip: &AltClip, args: &Args, tag: &str, batch: usize) -> Result<Ca
     let pixels: Vec<f32> = noise(batch * 3 * side * side, batch as u64)
         .map(|x| x * 4.0 - 2.0)
         .collect();
-    let pixels = candle_core::Tensor::from_vec(pixels, (batch, 3, side, side), &clip.device())?
+    let pixels = candle_core::Tensor::from_vec(pixels, (batch, 3, side, side), clip.device())?
         .to_dtype(clip.plan().activations)?;
     let times = measure(args.warmup, args.reps, || {
         clip.model()
@@ -183,7 +183,7 @@ fn text_case(clip: &AltClip, args: &Args, tag: &str, batch: usize, len: usize) -
                 .collect()
         })
         .collect();
-    let inputs = TextInputs::new(&ids, t.pad_token_id, &clip.device())?;
+    let inputs = TextInputs::new(&ids, t.pad_token_id, clip.device())?;
     let times = measure(args.warmup, args.reps, || {
         clip.model()
             .text_features(&inputs)?

@@ -69,6 +69,12 @@ pub struct Args {
 pub fn run(args: Args) -> Result<ExitCode> {
     let dir = altclip_diffusion::hub::resolve(&args.model, args.revision.as_deref())?;
     let pipe = AltDiffusion::load(&dir, args.dtype.dtype(), &Device::Cpu)
+        .map_err(|e| match e {
+            altclip_diffusion::Error::Dtype { .. } => {
+                anyhow::anyhow!("{e}; use --dtype f32 or f16")
+            }
+            e => e.into(),
+        })
         .with_context(|| format!("loading AltDiffusion from {}", dir.display()))?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating --out {}", args.out.display()))?;

@@ -42,7 +42,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         "linear_layers": clip.plan().describe(),
         "parameters": clip.model().parameter_count(),
         "embedding_dim": clip.embedding_dim(),
-        "logit_scale": clip.model().logit_scale(),
+        "logit_scale": clip.logit_scale(),
         "load_seconds": load_s,
         "preprocessor": {
             "resize": format!("{:?}", pp.resize),

@@ -53,8 +53,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .filter_map(|r| r.as_ref().ok().cloned())
         .collect();
     let images = altclip::normalize_rows(ok);
-    let probs =
-        altclip::softmax_similarity(&images, &texts, clip.model().logit_scale(), &clip.device())?;
+    let probs = altclip::softmax_similarity(&images, &texts, clip.logit_scale(), clip.device())?;
     let mut probs = probs.into_iter();
     let mut out = std::io::stdout().lock();
     let mut failed = 0;

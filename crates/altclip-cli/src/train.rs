@@ -356,7 +356,7 @@ fn contrastive(args: ContrastiveArgs) -> Result<ExitCode> {
     };
     let train = embed(train_pairs, "training")?;
     let dev = dev_pairs.map(|p| embed(p, "dev")).transpose()?;
-    let scale = (clip.model().logit_scale() as f64).exp();
+    let scale = (clip.logit_scale() as f64).exp();
     drop(clip);
 
     let mut student = Student::load(

@@ -12,6 +12,14 @@ pub enum Error {
     #[error("{0}")]
     Unsupported(String),
 
+    /// A dtype that the pipeline cannot run on the device.
+    #[error("{dtype} is not supported on the {device}: {reason}")]
+    Dtype {
+        dtype: &'static str,
+        device: &'static str,
+        reason: &'static str,
+    },
+
     #[error(transparent)]
     Tensor(#[from] candle_core::Error),
 

@@ -41,7 +41,7 @@ pub fn resolve(model: &str, revision: Option<&str>) -> Result<PathBuf> {
     }
     let not_found = |reason: String| {
         Error::Unsupported(format!(
-            "--model {model}: {reason}. Pass a local diffusers folder, or a Hub id such as \
+            "model `{model}`: {reason}; expected a local diffusers folder, or a Hub id such as \
              BAAI/AltDiffusion (cache: {})",
             hub_cache_dir().display()
         ))

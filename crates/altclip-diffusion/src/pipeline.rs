@@ -75,11 +75,11 @@ impl AltDiffusion {
     pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
         if dtype == DType::BF16 && device.is_cpu() {
             // candle 0.11's CPU matmul rejects bf16 in the UNet's attention.
-            return Err(Error::Unsupported(
-                "bf16 is not supported on the CPU (candle's CPU matmul has no bf16 kernel for \
-                 the UNet's attention); use --dtype f32 or f16"
-                    .into(),
-            ));
+            return Err(Error::Dtype {
+                dtype: "bf16",
+                device: "CPU",
+                reason: "candle's CPU matmul has no bf16 kernel for the UNet's attention",
+            });
         }
         let index = dir.join("model_index.json");
         if !index.is_file() {

@@ -15,6 +15,9 @@ use crate::metrics::{classification_metrics, retrieval_metrics};
 /// One image's features, or why it could not be read.
 pub type ImageFeatures = std::result::Result<Vec<f32>, String>;
 
+/// Computes the features of a list of texts (the caller batches and reports progress).
+pub type TextFeatures<'a> = dyn FnMut(&[String]) -> altclip::Result<Vec<Vec<f32>>> + 'a;
+
 /// What a run measured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
@@ -72,7 +75,7 @@ pub fn zeroshot_classification(
 pub fn zeroshot_retrieval(
     dataset: &RetrievalDataset,
     features: Vec<ImageFeatures>,
-    text_features: &mut dyn FnMut(&[String]) -> altclip::Result<Vec<Vec<f32>>>,
+    text_features: &mut TextFeatures,
     recall_k: &[usize],
     images_dir: &Path,
 ) -> Result<Outcome> {

@@ -79,7 +79,7 @@ pub fn read_input(input: &Path) -> Result<Vec<Item>> {
         .collect())
 }
 
-/// Shard `index` of `count` (`--shard i/N`, counting from 0).
+/// Shard `index` of `count` (written `i/N`, counting from 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
     pub index: usize,
@@ -90,7 +90,7 @@ impl std::str::FromStr for Shard {
     type Err = String;
 
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let bad = || format!("--shard {s:?}: expected I/N with 0 <= I < N, e.g. 0/8");
+        let bad = || format!("{s:?}: expected I/N with 0 <= I < N, e.g. 0/8");
         let (i, n) = s.split_once('/').ok_or_else(bad)?;
         let (index, count) = (
             i.trim().parse().map_err(|_| bad())?,

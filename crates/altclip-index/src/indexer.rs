@@ -130,17 +130,71 @@ pub fn run(
 ) -> Result<Report> {
     index.bind_model(model)?;
     let roots: Vec<PathBuf> = opts.roots.iter().map(|r| absolute(r)).collect();
+    let mut report = Report::default();
+    let scan = scan(index, &roots, opts, &mut report)?;
+    report.failed += scan.failures.len();
+    index.commit(&[], &scan.failures)?;
+
+    let total = scan.todo.len();
+    on_progress(0, total);
+    let (max_pixels, max_bytes) = (opts.max_pixels, opts.max_file_bytes);
+    let mut writer = BatchWriter {
+        clip,
+        index,
+        store,
+        gone_hashes: &scan.gone_hashes,
+        stored_this_run: HashSet::new(),
+        report: &mut report,
+    };
+    let mut done = 0;
+    pipelined(
+        scan.todo,
+        opts.batch_size.max(1),
+        |s| load(s, max_pixels, max_bytes),
+        |loaded: Vec<Loaded>| -> Result<()> {
+            done += loaded.len();
+            writer.write(loaded)?;
+            on_progress(done, total);
+            Ok(())
+        },
+    )?;
+
+    if opts.prune {
+        let orphans = index.remove(&scan.gone)?;
+        store.remove(&orphans)?;
+        report.removed = scan.gone.len();
+    } else {
+        report.missing = scan.gone.len();
+    }
+    Ok(report)
+}
+
+/// What a walk of the roots found, against the manifest.
+struct Scan {
+    /// New or changed files, to load and embed.
+    todo: Vec<Stat>,
+    /// Files found that cannot be indexed (not regular files, cannot stat).
+    failures: Vec<ErrorRow>,
+    /// Paths indexed before under the roots that are gone now.
+    gone: Vec<String>,
+    /// The content hashes of the gone paths: a file that appears with one of
+    /// them was renamed.
+    gone_hashes: HashSet<String>,
+}
+
+/// Walks `roots` and sorts each image into unchanged, known error or to do;
+/// counts go into `report`.
+fn scan(index: &Index, roots: &[PathBuf], opts: &Options, report: &mut Report) -> Result<Scan> {
     let files = index.files()?;
     let known_errors: HashMap<String, (u64, i64)> = index
         .errors()?
         .into_iter()
         .map(|e| (e.path, (e.size, e.mtime_ns)))
         .collect();
-    let mut report = Report::default();
     let mut todo = Vec::new();
     let mut failures = Vec::new();
     let mut seen = HashSet::new();
-    for found in find_images(&roots, &opts.exclude_dirs) {
+    for found in find_images(roots, &opts.exclude_dirs) {
         report.found += 1;
         let path_str = found.path.display().to_string();
         seen.insert(path_str.clone());
@@ -177,8 +231,6 @@ pub fn run(
             todo.push(st);
         }
     }
-
-    // Paths indexed before under these roots that are gone now.
     let under_roots = |p: &str| roots.iter().any(|r| Path::new(p).starts_with(r));
     let gone: Vec<String> = files
         .keys()
@@ -188,103 +240,106 @@ pub fn run(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let gone_hashes: HashSet<&str> = gone
+    let gone_hashes = gone
         .iter()
         .filter_map(|p| files.get(p))
-        .map(|f| f.hash.as_str())
+        .map(|f| f.hash.clone())
         .collect();
-
-    report.failed += failures.len();
-    index.commit(&[], &failures)?;
-
-    let total = todo.len();
-    on_progress(0, total);
-    let batch = opts.batch_size.max(1);
-    let (max_pixels, max_bytes) = (opts.max_pixels, opts.max_file_bytes);
-    let mut done = 0;
-    let mut stored_this_run: HashSet<String> = HashSet::new();
-    pipelined(
+    Ok(Scan {
         todo,
-        batch,
-        |s| load(s, max_pixels, max_bytes),
-        |loaded: Vec<Loaded>| -> Result<()> {
-            let n = loaded.len();
-            let mut rows = Vec::new();
-            let mut errors = Vec::new();
-            let mut to_embed: Vec<(FileRow, RgbImage)> = Vec::new();
-            let hashes: Vec<String> = loaded
-                .iter()
-                .filter_map(|l| l.outcome.as_ref().ok().map(|(h, _)| h.clone()))
-                .collect();
-            let mut known: HashSet<String> = hashes
-                .iter()
-                .zip(store.contains(&hashes)?)
-                .filter(|(_, present)| *present)
-                .map(|(h, _)| h.clone())
-                .collect();
-            known.extend(
-                stored_this_run
-                    .iter()
-                    .filter(|h| hashes.contains(h))
-                    .cloned(),
-            );
-            for Loaded { stat, outcome } in loaded {
-                match outcome {
-                    Err(reason) => errors.push(ErrorRow {
+        failures,
+        gone,
+        gone_hashes,
+    })
+}
+
+/// Writes loaded batches: vectors the store already has are reused, the
+/// rest embedded and stored, then the batch's manifest rows committed.
+struct BatchWriter<'a> {
+    clip: &'a AltClip,
+    index: &'a mut Index,
+    store: &'a mut dyn VectorStore,
+    gone_hashes: &'a HashSet<String>,
+    /// Hashes stored by earlier batches of this run.
+    stored_this_run: HashSet<String>,
+    report: &'a mut Report,
+}
+
+impl BatchWriter<'_> {
+    fn write(&mut self, loaded: Vec<Loaded>) -> Result<()> {
+        let mut rows = Vec::new();
+        let mut errors = Vec::new();
+        let mut to_embed: Vec<(FileRow, RgbImage)> = Vec::new();
+        let known = self.known_hashes(&loaded)?;
+        for Loaded { stat, outcome } in loaded {
+            match outcome {
+                Err(reason) => errors.push(ErrorRow {
+                    path: stat.path,
+                    size: stat.size,
+                    mtime_ns: stat.mtime_ns,
+                    reason,
+                }),
+                Ok((hash, img)) => {
+                    let row = FileRow {
                         path: stat.path,
                         size: stat.size,
                         mtime_ns: stat.mtime_ns,
-                        reason,
-                    }),
-                    Ok((hash, img)) => {
-                        let row = FileRow {
-                            path: stat.path,
-                            size: stat.size,
-                            mtime_ns: stat.mtime_ns,
-                            hash,
-                        };
-                        if known.contains(&row.hash)
-                            || to_embed.iter().any(|(r, _)| r.hash == row.hash)
-                        {
-                            report.reused += 1;
-                            report.renamed += gone_hashes.contains(row.hash.as_str()) as usize;
-                            rows.push(row);
-                        } else {
-                            to_embed.push((row, img));
-                        }
+                        hash,
+                    };
+                    if known.contains(&row.hash) || to_embed.iter().any(|(r, _)| r.hash == row.hash)
+                    {
+                        self.report.reused += 1;
+                        self.report.renamed += self.gone_hashes.contains(&row.hash) as usize;
+                        rows.push(row);
+                    } else {
+                        to_embed.push((row, img));
                     }
                 }
             }
-            if !to_embed.is_empty() {
-                let (embedded, images): (Vec<FileRow>, Vec<RgbImage>) =
-                    to_embed.into_iter().unzip();
-                let vectors = clip.embed_images(&images)?;
-                let entries: Vec<(String, Vec<f32>)> = embedded
-                    .iter()
-                    .map(|r| r.hash.clone())
-                    .zip(vectors)
-                    .collect();
-                // Vectors first: a crash before the manifest commit only
-                // leaves vectors that the next run finds and reuses.
-                store.upsert(&entries)?;
-                report.embedded += embedded.len();
-                stored_this_run.extend(entries.into_iter().map(|(h, _)| h));
-                rows.extend(embedded);
-            }
-            report.failed += errors.len();
-            index.commit(&rows, &errors)?;
-            done += n;
-            on_progress(done, total);
-            Ok(())
-        },
-    )?;
-
-    if opts.prune {
-        let orphans = index.remove(&gone)?;
-        store.remove(&orphans)?;
-        report.removed = gone.len();
-    } else {
-        report.missing = gone.len();
+        }
+        if !to_embed.is_empty() {
+            rows.extend(self.embed(to_embed)?);
+        }
+        self.report.failed += errors.len();
+        self.index.commit(&rows, &errors)
     }
-    Ok(report)
+
+    /// The content hashes of `loaded` whose vectors are already stored.
+    fn known_hashes(&mut self, loaded: &[Loaded]) -> Result<HashSet<String>> {
+        let hashes: Vec<String> = loaded
+            .iter()
+            .filter_map(|l| l.outcome.as_ref().ok().map(|(h, _)| h.clone()))
+            .collect();
+        let mut known: HashSet<String> = hashes
+            .iter()
+            .zip(self.store.contains(&hashes)?)
+            .filter(|(_, present)| *present)
+            .map(|(h, _)| h.clone())
+            .collect();
+        known.extend(
+            self.stored_this_run
+                .iter()
+                .filter(|h| hashes.contains(h))
+                .cloned(),
+        );
+        Ok(known)
+    }
+
+    /// Embeds and stores new images; returns their manifest rows.
+    fn embed(&mut self, to_embed: Vec<(FileRow, RgbImage)>) -> Result<Vec<FileRow>> {
+        let (embedded, images): (Vec<FileRow>, Vec<RgbImage>) = to_embed.into_iter().unzip();
+        let vectors = self.clip.embed_images(&images)?;
+        let entries: Vec<(String, Vec<f32>)> = embedded
+            .iter()
+            .map(|r| r.hash.clone())
+            .zip(vectors)
+            .collect();
+        // Vectors first: a crash before the manifest commit only leaves
+        // vectors that the next run finds and reuses.
+        self.store.upsert(&entries)?;
+        self.report.embedded += embedded.len();
+        self.stored_this_run
+            .extend(entries.into_iter().map(|(h, _)| h));
+        Ok(embedded)
+    }
 }

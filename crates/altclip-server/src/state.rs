@@ -305,7 +305,7 @@ impl AppState {
             &labels,
             &prompts,
             rows,
-            self.clip.model().logit_scale(),
+            self.clip.logit_scale(),
         )
         .map_err(|e| ApiError::bad("labels", e.to_string()))?;
         let built = Arc::new(built);

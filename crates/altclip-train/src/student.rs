@@ -67,81 +67,27 @@ impl Student {
             what: "model config",
             reason: e.to_string(),
         })?;
-        let model_type = raw["model_type"].as_str().unwrap_or_default();
-        let bad = |reason: String| Error::BadConfig {
-            path: config_path.clone(),
-            reason,
-        };
         let weights = Weights::from_dir(dir, DType::F32, device)?;
         let vars = VarMap::new();
-        let (kind, text_config, altclip_config, roberta, head) = match model_type {
-            "altclip" => {
-                let config = AltClipConfig::from_file(&config_path)?;
-                let t = config.text_config.clone();
-                if let Some(p) = opts.project_dim.filter(|&p| p != t.project_dim) {
-                    return Err(bad(format!(
-                        "the student's text_config.project_dim is {} but the teacher's hidden size \
-                         is {p}; distil from a teacher of width {} or start from a plain XLM-R \
-                         checkpoint, which gets a fresh head",
-                        t.project_dim, t.project_dim
-                    )));
-                }
-                let text_model = weights.pp("text_model");
-                let roberta = text_model
-                    .pp("roberta")
-                    .trainable(&vars, "text_model.roberta");
-                let head = text_model.trainable(&vars, "text_model");
-                (StudentKind::AltClip, t, Some(config), roberta, head)
-            }
-            "xlm-roberta" => {
-                if opts.with_text_projection {
-                    return Err(bad(
-                        "a plain XLM-R checkpoint has no text_projection; contrastive training \
-                         needs an AltCLIP model (run `altclip train distill` first)"
-                            .into(),
-                    ));
-                }
-                let Some(project_dim) = opts.project_dim else {
-                    return Err(Error::Invalid(
-                        "an XLM-R student needs the width of its new transformation layer".into(),
-                    ));
-                };
-                let mut t: TextConfig =
-                    serde_json::from_value(raw.clone()).map_err(|e| Error::BadJson {
-                        path: config_path.clone(),
-                        what: "XLM-R config",
-                        reason: e.to_string(),
-                    })?;
-                t.project_dim = project_dim;
-                let prefix = ["roberta", "text_model.roberta", ""]
-                    .into_iter()
-                    .find(|p| {
-                        let key = if p.is_empty() {
-                            "embeddings.word_embeddings.weight".to_string()
-                        } else {
-                            format!("{p}.embeddings.word_embeddings.weight")
-                        };
-                        weights.contains(&key)
-                    })
-                    .ok_or_else(|| weights.missing("roberta.embeddings.word_embeddings.weight"))?;
-                let base = if prefix.is_empty() {
-                    weights.clone()
-                } else {
-                    weights.pp(prefix)
-                };
-                let roberta = base.trainable(&vars, "text_model.roberta");
-                let init_std = raw["initializer_range"].as_f64().unwrap_or(0.02);
-                let head = Weights::from_tensors(
-                    fresh_head(&t, init_std, opts.seed, device)?,
-                    DType::F32,
-                    device,
-                    "the freshly initialised pre_LN and transformation",
-                )
-                .trainable(&vars, "text_model");
-                (StudentKind::XlmRoberta, t, None, roberta, head)
-            }
+        let source = Source {
+            config_path: &config_path,
+            raw: &raw,
+            weights: &weights,
+            vars: &vars,
+            opts,
+            device,
+        };
+        let Parts {
+            kind,
+            text_config,
+            altclip_config,
+            roberta,
+            head,
+        } = match raw["model_type"].as_str().unwrap_or_default() {
+            "altclip" => source.altclip()?,
+            "xlm-roberta" => source.xlm_roberta()?,
             other => {
-                return Err(bad(format!(
+                return Err(source.bad(format!(
                     "model_type `{other}` cannot be a student: pass an AltCLIP checkpoint \
                      (model_type altclip) or a plain XLM-R one (model_type xlm-roberta, e.g. \
                      FacebookAI/xlm-roberta-large)"
@@ -203,6 +149,118 @@ impl Student {
     /// norms and checkpoints use.
     pub fn named_vars(&self) -> Vec<(String, Var)> {
         sorted_vars(&self.vars)
+    }
+}
+
+/// What [`Student::load`] reads a checkpoint with.
+struct Source<'a> {
+    config_path: &'a Path,
+    raw: &'a serde_json::Value,
+    weights: &'a Weights,
+    vars: &'a VarMap,
+    opts: &'a StudentOptions,
+    device: &'a Device,
+}
+
+/// A student's tower before it is assembled: the trainable views of its
+/// encoder and head, and its configs.
+struct Parts {
+    kind: StudentKind,
+    text_config: TextConfig,
+    altclip_config: Option<AltClipConfig>,
+    roberta: Weights,
+    head: Weights,
+}
+
+impl Source<'_> {
+    fn bad(&self, reason: String) -> Error {
+        Error::BadConfig {
+            path: self.config_path.to_path_buf(),
+            reason,
+        }
+    }
+
+    /// An AltCLIP checkpoint: its own text tower and head.
+    fn altclip(&self) -> Result<Parts> {
+        let config = AltClipConfig::from_file(self.config_path)?;
+        let t = config.text_config.clone();
+        if let Some(p) = self.opts.project_dim.filter(|&p| p != t.project_dim) {
+            return Err(self.bad(format!(
+                "the student's text_config.project_dim is {} but the teacher's hidden size \
+                 is {p}; distil from a teacher of width {} or start from a plain XLM-R \
+                 checkpoint, which gets a fresh head",
+                t.project_dim, t.project_dim
+            )));
+        }
+        let text_model = self.weights.pp("text_model");
+        let roberta = text_model
+            .pp("roberta")
+            .trainable(self.vars, "text_model.roberta");
+        let head = text_model.trainable(self.vars, "text_model");
+        Ok(Parts {
+            kind: StudentKind::AltClip,
+            text_config: t,
+            altclip_config: Some(config),
+            roberta,
+            head,
+        })
+    }
+
+    /// A plain XLM-R checkpoint: its encoder, and a freshly initialised head.
+    fn xlm_roberta(&self) -> Result<Parts> {
+        let (opts, weights, vars) = (self.opts, self.weights, self.vars);
+        let (raw, config_path, device) = (self.raw, self.config_path, self.device);
+        if opts.with_text_projection {
+            return Err(self.bad(
+                "a plain XLM-R checkpoint has no text_projection; contrastive training \
+                 needs an AltCLIP model (run `altclip train distill` first)"
+                    .into(),
+            ));
+        }
+        let Some(project_dim) = opts.project_dim else {
+            return Err(Error::Invalid(
+                "an XLM-R student needs the width of its new transformation layer".into(),
+            ));
+        };
+        let mut t: TextConfig =
+            serde_json::from_value(raw.clone()).map_err(|e| Error::BadJson {
+                path: config_path.to_path_buf(),
+                what: "XLM-R config",
+                reason: e.to_string(),
+            })?;
+        t.project_dim = project_dim;
+        let prefix = ["roberta", "text_model.roberta", ""]
+            .into_iter()
+            .find(|p| {
+                let key = if p.is_empty() {
+                    "embeddings.word_embeddings.weight".to_string()
+                } else {
+                    format!("{p}.embeddings.word_embeddings.weight")
+                };
+                weights.contains(&key)
+            })
+            .ok_or_else(|| weights.missing("roberta.embeddings.word_embeddings.weight"))?;
+        let base = if prefix.is_empty() {
+            weights.clone()
+        } else {
+            weights.pp(prefix)
+        };
+        let roberta = base.trainable(vars, "text_model.roberta");
+        let init_std = raw["initializer_range"].as_f64().unwrap_or(0.02);
+        let head = Weights::from_tensors(
+            fresh_head(&t, init_std, opts.seed, device)?,
+            DType::F32,
+            device,
+            "the freshly initialised pre_LN and transformation",
+        )
+        .trainable(vars, "text_model");
+        Ok(Parts {
+            kind: StudentKind::XlmRoberta,
+            text_config: t,
+            altclip_config: None,
+            roberta,
+            head,
+        })
     }
 }
 

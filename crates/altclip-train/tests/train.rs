@@ -860,7 +860,7 @@ fn contrastive_student_exports_with_its_own_image_side() {
         &LoadOptions::default(),
     )
     .unwrap();
-    assert_eq!(clip.model().logit_scale(), original.model().logit_scale());
+    assert_eq!(clip.logit_scale(), original.logit_scale());
     let img =
         altclip::preprocess::open_rgb(&fixtures().join("images/photo.png"), u64::MAX).unwrap();
     assert_eq!(

@@ -65,7 +65,7 @@ pub fn offline() -> bool {
     })
 }
 
-/// Resolves `--model`: an existing directory, or a Hub id such as `BAAI/AltCLIP`
+/// Resolves a model name: an existing directory, or a Hub id such as `BAAI/AltCLIP`
 /// (looked up in the cache first, downloaded unless `HF_HUB_OFFLINE` is set).
 pub fn resolve(model: &str, revision: Option<&str>) -> Result<ModelDir> {
     resolve_in(model, revision, &hub_cache_dir(), offline())
@@ -87,7 +87,7 @@ pub fn resolve_in(
     }
     if !looks_like_hub_id(model) {
         return Err(Error::Invalid(format!(
-            "--model {model}: no such directory, and it is not a Hub id of the form `org/name` \
+            "model `{model}`: no such directory, and it is not a Hub id of the form `org/name` \
              (e.g. BAAI/AltCLIP)"
         )));
     }

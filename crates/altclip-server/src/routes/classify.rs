@@ -142,8 +142,8 @@ pub async fn rank(
     let probs = altclip::softmax_similarity(
         &q.vectors,
         &c.vectors,
-        state.clip.model().logit_scale(),
-        &state.clip.device(),
+        state.clip.logit_scale(),
+        state.clip.device(),
     )
     .map_err(|e| ApiError::Internal(e.to_string()))?
     .remove(0);

@@ -46,7 +46,7 @@ pub async fn info(State(state): State<Shared>) -> Json<Value> {
         "parameters": clip.model().parameter_count(),
         "max_length": clip.tokenizer().max_length(),
         "image_size": clip.config().vision_config.image_size,
-        "logit_scale": clip.model().logit_scale(),
+        "logit_scale": clip.logit_scale(),
         "limits": state.limits,
         "batching": state.batcher.config(),
         "index": index,

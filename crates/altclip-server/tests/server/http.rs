@@ -173,8 +173,8 @@ async fn rank_is_a_softmax_over_the_candidates() {
     let reference = altclip::softmax_similarity(
         &[engine_image("photo.png")],
         &texts,
-        engine().model().logit_scale(),
-        &engine().device(),
+        engine().logit_scale(),
+        engine().device(),
     )
     .unwrap()
     .remove(0);
