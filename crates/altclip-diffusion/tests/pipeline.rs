@@ -9,7 +9,7 @@ use altclip_diffusion::{AltDiffusion, GenerateOptions, SchedulerKind};
 use serde_json::Value;
 
 mod common;
-use common::{fixtures, max_abs_diff, tensor};
+use common::{fixtures, indices, max_abs_diff, tensor};
 
 fn dir() -> PathBuf {
     fixtures().join("tiny-altdiffusion")
@@ -19,21 +19,13 @@ fn reference() -> Value {
     serde_json::from_slice(&std::fs::read(dir().join("reference.json")).unwrap()).unwrap()
 }
 
-fn shape(v: &Value) -> Vec<usize> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as usize)
-        .collect()
-}
-
 #[test]
 fn unet_vae_and_three_pipeline_steps_match_diffusers() {
     let r = reference();
     let pipe = AltDiffusion::load(&dir(), DType::F32, &Device::Cpu).unwrap();
 
     let u = &r["unet"];
-    let out_shape = shape(&u["shape"]);
+    let out_shape = indices(&u["shape"]);
     let sample = tensor(&u["sample"], &out_shape);
     let states = tensor(&u["encoder_hidden_states"], &[2, 5, 24]);
     let got = pipe
@@ -50,7 +42,7 @@ fn unet_vae_and_three_pipeline_steps_match_diffusers() {
         .model
         .decode(&(&latents / pipe.vae.scaling_factor).unwrap())
         .unwrap();
-    let d_vae = max_abs_diff(&decoded, &tensor(&v["decoded"], &shape(&v["shape"])));
+    let d_vae = max_abs_diff(&decoded, &tensor(&v["decoded"], &indices(&v["shape"])));
     assert!(d_vae < 1e-4, "VAE max |Δ| {d_vae}");
 
     let p = &r["pipeline"];
@@ -67,7 +59,7 @@ fn unet_vae_and_three_pipeline_steps_match_diffusers() {
     let latents = tensor(&p["latents"], &[1, 4, 8, 8]);
     let out = pipe.denoise(latents, &opts, &mut |_, _| {}).unwrap();
     let image = pipe.decode(&out).unwrap().permute((0, 2, 3, 1)).unwrap();
-    let d_image = max_abs_diff(&image, &tensor(&p["image"], &shape(&p["image_shape"])));
+    let d_image = max_abs_diff(&image, &tensor(&p["image"], &indices(&p["image_shape"])));
     assert!(d_image < 1e-4, "pipeline image max |Δ| {d_image}");
     eprintln!("max |Δ|: UNet {d_unet:e}, VAE {d_vae:e}, 3-step pipeline image {d_image:e}");
 }

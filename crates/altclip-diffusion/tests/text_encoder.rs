@@ -7,34 +7,18 @@ use altclip_diffusion::TextEncoder;
 use serde_json::Value;
 
 mod common;
-use common::fixtures;
+use common::{fixtures, ids, indices};
 
 fn check(name: &str) -> f32 {
     let dir = fixtures().join(name);
     let want: Value =
         serde_json::from_slice(&std::fs::read(dir.join("outputs.json")).unwrap()).unwrap();
     let enc = TextEncoder::load(&dir, DType::F32, &Device::Cpu).unwrap();
-    let ids: Vec<Vec<u32>> = want["input_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap() as u32)
-                .collect()
-        })
-        .collect();
+    let ids = ids(&want["input_ids"]);
     // Padded to the longest, with pad id 1 and the mask the pipeline passes.
     let inputs = TextInputs::new(&ids, 1, &Device::Cpu).unwrap();
     let got = enc.forward(&inputs).unwrap();
-    let shape: Vec<usize> = want["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as usize)
-        .collect();
+    let shape = indices(&want["shape"]);
     assert_eq!(got.dims(), &shape[..], "{name}");
     let got: Vec<Vec<Vec<f32>>> = got.to_vec3().unwrap();
     let mut worst = 0f32;

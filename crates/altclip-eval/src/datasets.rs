@@ -360,19 +360,6 @@ impl RetrievalDataset {
         self.images.truncate(limit);
         self.captions.truncate(limit);
     }
-
-    /// All captions in image order, with the index of the image each describes.
-    pub fn flat_captions(&self) -> (Vec<String>, Vec<usize>) {
-        let mut texts = Vec::new();
-        let mut owners = Vec::new();
-        for (i, caps) in self.captions.iter().enumerate() {
-            for c in caps {
-                texts.push(c.clone());
-                owners.push(i);
-            }
-        }
-        (texts, owners)
-    }
 }
 
 #[cfg(test)]

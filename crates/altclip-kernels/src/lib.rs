@@ -17,7 +17,7 @@ mod cpu;
 mod error;
 mod gemm;
 mod linear;
-pub mod math;
+mod math;
 mod micro;
 mod softmax;
 

@@ -55,16 +55,6 @@ impl AltClipModel {
         })
     }
 
-    /// The text tower, e.g. for its XLM-R encoder.
-    pub fn text_tower(&self) -> &TextTower {
-        &self.text
-    }
-
-    /// The vision tower.
-    pub fn vision_tower(&self) -> &VisionTower {
-        &self.vision
-    }
-
     /// `get_text_features`: unnormalised `[B, projection_dim]` in f32.
     pub fn text_features(&self, inputs: &TextInputs) -> Result<Tensor> {
         let pooled = self.text.forward(inputs)?;

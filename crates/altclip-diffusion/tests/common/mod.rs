@@ -6,6 +6,11 @@ use std::path::PathBuf;
 use candle_core::{Device, Tensor};
 use serde_json::Value;
 
+#[path = "../../../../tests/support/fixtures.rs"]
+mod support;
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use support::{ids, indices};
+
 /// `tests/fixtures/diffusion/`.
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/diffusion")
