@@ -40,6 +40,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         "dtype": format!("{:?}", clip.dtype()),
         "device": format!("{:?}", clip.device()),
         "linear_layers": clip.plan().describe(),
+        "threads": rayon::current_num_threads(),
         "parameters": clip.model().parameter_count(),
         "embedding_dim": clip.embedding_dim(),
         "logit_scale": clip.logit_scale(),

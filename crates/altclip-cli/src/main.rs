@@ -38,6 +38,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
                   altclip info --model BAAI/AltCLIP"
 )]
 struct Cli {
+    /// Worker threads for the model (default: RAYON_NUM_THREADS if set, else one per physical core).
+    #[arg(long, global = true, env = "ALTCLIP_THREADS", value_parser = clap::value_parser!(u64).range(1..))]
+    threads: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -73,6 +76,8 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let threads = altclip_kernels::init_threads(cli.threads.map(|n| n as usize));
+    tracing::debug!("{threads} worker threads");
     let result = match cli.command {
         Command::Embed(args) => embed::run(args),
         Command::Similarity(args) => similarity::run(args),

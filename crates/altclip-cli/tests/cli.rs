@@ -231,6 +231,39 @@ fn similarity_is_a_softmax_per_image() {
 }
 
 #[test]
+fn threads_and_forced_kernels_reach_the_engine() {
+    let m = model();
+    let run = |envs: &[(&str, &str)], args: &[&str]| -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_altclip"))
+            .args(["info", "--model", &m])
+            .args(args)
+            .env_remove("ALTCLIP_THREADS")
+            .env_remove("ALTCLIP_KERNELS")
+            .envs(envs.iter().copied())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(run(&[], &["--threads", "1"])["threads"], 1);
+    assert_eq!(run(&[("ALTCLIP_THREADS", "3")], &[])["threads"], 3);
+    assert_eq!(
+        run(&[("ALTCLIP_KERNELS", "candle")], &[])["linear_layers"],
+        "candle matmul"
+    );
+    let avx2 = run(&[("ALTCLIP_KERNELS", "avx2")], &[]);
+    assert!(
+        ["avx2 f32 kernels (packed weights)", "candle matmul"]
+            .contains(&avx2["linear_layers"].as_str().unwrap()),
+        "{avx2}"
+    );
+}
+
+#[test]
 fn info_reports_origin_parameters_and_config() {
     let m = model();
     let out = altclip(&["info", "--model", &m]);

@@ -56,17 +56,28 @@ impl Kernel {
     }
 
     /// The kernel this process uses for `precision`: the fastest this CPU
-    /// runs, narrowed by `ALTCLIP_KERNELS` (`candle`: none, `avx2`: the AVX2
-    /// f32 kernel only). Read once per process.
+    /// runs that passes its first-use check, narrowed by `ALTCLIP_KERNELS`
+    /// (`candle`: none; a kernel's name, e.g. `avx2`: that kernel for its
+    /// precision and none for the others). Decided once per process; a
+    /// kernel that fails its check is reported on stderr and skipped.
     pub fn select(precision: Precision) -> Option<Kernel> {
         static CHOICE: OnceLock<[Option<Kernel>; 2]> = OnceLock::new();
         let [f32, bf16] = *CHOICE.get_or_init(|| {
             let forced = std::env::var("ALTCLIP_KERNELS").ok();
-            choose(forced.as_deref())
+            candidates(forced.as_deref()).map(|c| first_passing(&c, &mut crate::check::self_check))
         });
         match precision {
             Precision::F32 => f32,
             Precision::Bf16 => bf16,
+        }
+    }
+
+    /// The name `ALTCLIP_KERNELS` takes for this kernel.
+    pub fn flag_name(self) -> &'static str {
+        match self {
+            Kernel::Avx2 => "avx2",
+            Kernel::Avx512 => "avx512",
+            Kernel::Avx512Bf16 => "avx512-bf16",
         }
     }
 
@@ -76,18 +87,39 @@ impl Kernel {
     }
 }
 
-/// The f32 and bf16 kernels for a value of `ALTCLIP_KERNELS`.
-fn choose(forced: Option<&str>) -> [Option<Kernel>; 2] {
-    let best = |p: Precision| {
+/// The f32 and bf16 kernels worth trying, best first, for a value of
+/// `ALTCLIP_KERNELS`: every kernel this CPU runs, or the one named.
+fn candidates(forced: Option<&str>) -> [Vec<Kernel>; 2] {
+    let named = forced.and_then(|f| Kernel::ALL.into_iter().find(|k| k.flag_name() == f));
+    let of = |p: Precision| -> Vec<Kernel> {
         Kernel::ALL
             .into_iter()
-            .find(|k| k.precision() == p && k.runs_here())
+            .filter(|k| k.precision() == p && k.runs_here())
+            .filter(|k| match (forced, named) {
+                (Some("candle"), _) => false,
+                (_, Some(n)) => *k == n,
+                _ => true,
+            })
+            .collect()
     };
-    match forced {
-        Some("candle") => [None, None],
-        Some("avx2") => [Some(Kernel::Avx2).filter(|k| k.runs_here()), None],
-        _ => [best(Precision::F32), best(Precision::Bf16)],
-    }
+    [of(Precision::F32), of(Precision::Bf16)]
+}
+
+/// The first of `candidates` that `check` accepts; each refusal is reported.
+fn first_passing(
+    candidates: &[Kernel],
+    check: &mut dyn FnMut(Kernel) -> Result<(), String>,
+) -> Option<Kernel> {
+    candidates.iter().copied().find(|&k| match check(k) {
+        Ok(()) => true,
+        Err(why) => {
+            eprintln!(
+                "warning: the {} kernel failed its first-use check ({why}); not using it",
+                k.name()
+            );
+            false
+        }
+    })
 }
 
 /// The instruction-set extensions the kernels use.
@@ -123,15 +155,47 @@ mod tests {
 
     #[test]
     fn forced_choices_narrow_what_the_cpu_offers() {
-        assert_eq!(choose(Some("candle")), [None, None]);
-        let [f32, bf16] = choose(Some("avx2"));
-        assert_eq!(f32, Kernel::Avx2.runs_here().then_some(Kernel::Avx2));
-        assert_eq!(bf16, None);
-        let [f32, bf16] = choose(None);
-        assert!(f32.is_none_or(|k| k.runs_here() && k.precision() == Precision::F32));
-        assert!(bf16.is_none_or(|k| k.runs_here() && k.precision() == Precision::Bf16));
+        assert_eq!(candidates(Some("candle")), [vec![], vec![]]);
+        let [f32, bf16] = candidates(Some("avx2"));
+        assert_eq!(
+            f32,
+            [Kernel::Avx2]
+                .into_iter()
+                .filter(|k| k.runs_here())
+                .collect::<Vec<_>>()
+        );
+        assert!(bf16.is_empty());
+        let [f32, bf16] = candidates(None);
+        assert!(f32
+            .iter()
+            .all(|k| k.runs_here() && k.precision() == Precision::F32));
+        assert!(bf16
+            .iter()
+            .all(|k| k.runs_here() && k.precision() == Precision::Bf16));
         if Kernel::Avx512.runs_here() {
-            assert_eq!(f32, Some(Kernel::Avx512));
+            assert_eq!(f32[0], Kernel::Avx512);
         }
+        for k in Kernel::ALL {
+            assert_eq!(
+                Kernel::ALL
+                    .iter()
+                    .filter(|o| o.flag_name() == k.flag_name())
+                    .count(),
+                1
+            );
+        }
+    }
+
+    #[test]
+    fn a_kernel_that_fails_its_check_is_passed_over() {
+        let both = [Kernel::Avx512, Kernel::Avx2];
+        let mut fail_avx512 = |k: Kernel| match k {
+            Kernel::Avx512 => Err("wrong".to_string()),
+            _ => Ok(()),
+        };
+        assert_eq!(first_passing(&both, &mut fail_avx512), Some(Kernel::Avx2));
+        let mut fail_all = |_: Kernel| Err("wrong".to_string());
+        assert_eq!(first_passing(&both, &mut fail_all), None);
+        assert_eq!(first_passing(&both, &mut |_| Ok(())), Some(Kernel::Avx512));
     }
 }

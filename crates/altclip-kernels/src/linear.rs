@@ -263,36 +263,9 @@ impl CustomOp2 for LinearOp<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::check::{as_seen_by, lcg, max_diff, reference};
     use crate::cpu::Precision;
-    use crate::testutil::{lcg, max_diff};
     use candle_core::Device;
-
-    /// `act(x·Wᵀ + b) + r` in f64, the reference for every kernel.
-    #[allow(clippy::too_many_arguments)]
-    fn reference(
-        x: &[f32],
-        w: &[f32],
-        b: &[f32],
-        r: &[f32],
-        m: usize,
-        n: usize,
-        k: usize,
-        act: Activation,
-    ) -> Vec<f32> {
-        let mut out = vec![0f32; m * n];
-        for i in 0..m {
-            for j in 0..n {
-                let mut s = b[j] as f64;
-                for t in 0..k {
-                    s += x[i * k + t] as f64 * w[j * k + t] as f64;
-                }
-                let mut v = [s as f32];
-                math::activate_slice(act, &mut v);
-                out[i * n + j] = v[0] + r[i * n + j];
-            }
-        }
-        out
-    }
 
     /// The kernels this CPU runs, with a skip line for each other one.
     fn runnable() -> Vec<Kernel> {
@@ -311,18 +284,8 @@ mod tests {
     fn check(kernel: Kernel, m: usize, n: usize, k: usize, tol: f32) {
         let dev = Device::Cpu;
         let (x, w, b, r) = (lcg(m * k, 1), lcg(n * k, 2), lcg(n, 3), lcg(m * n, 4));
-        let (xr, wr) = match kernel.precision() {
-            // The bf16 kernel rounds its inputs: compare with rounded inputs.
-            Precision::Bf16 => {
-                let round = |v: &[f32]| {
-                    v.iter()
-                        .map(|&x| gemm::bf16_to_f32(gemm::bf16_bits(x)))
-                        .collect::<Vec<_>>()
-                };
-                (round(&x), round(&w))
-            }
-            Precision::F32 => (x.clone(), w.clone()),
-        };
+        // The bf16 kernel rounds its inputs: compare with rounded inputs.
+        let (xr, wr) = (as_seen_by(kernel, &x), as_seen_by(kernel, &w));
         let want = reference(&xr, &wr, &b, &r, m, n, k, Activation::GeluErf);
         let wt = Tensor::from_vec(w, (n, k), &dev).unwrap();
         let bt = Tensor::from_vec(b, n, &dev).unwrap();

@@ -109,7 +109,7 @@ mod tests {
             let mut got = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             softmax_in_place(&mut got, 0.125, Some(&mask), kernel);
             let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let diff = crate::testutil::max_diff(&got, &want);
+            let diff = crate::check::max_diff(&got, &want);
             assert!(diff < 1e-6, "{kernel:?} n={n}: {diff}");
         }
     }

@@ -43,6 +43,7 @@ pub async fn info(State(state): State<Shared>) -> Json<Value> {
         "dtype": format!("{:?}", clip.dtype()).to_lowercase(),
         "device": if clip.device().is_cpu() { "cpu".to_string() } else { format!("{:?}", clip.device()) },
         "linear_layers": clip.plan().describe(),
+        "threads": rayon::current_num_threads(),
         "parameters": clip.model().parameter_count(),
         "max_length": clip.tokenizer().max_length(),
         "image_size": clip.config().vision_config.image_size,
