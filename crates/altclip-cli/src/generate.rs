@@ -67,6 +67,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    anyhow::ensure!(
+        args.dtype != Dtype::Int8,
+        "generate has no int8 path; use --dtype f32 or f16"
+    );
     let dir = altclip_diffusion::hub::resolve(&args.model, args.revision.as_deref())?;
     let pipe = AltDiffusion::load(&dir, args.dtype.dtype(), &Device::Cpu)
         .map_err(|e| match e {

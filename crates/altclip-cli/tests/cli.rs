@@ -553,6 +553,75 @@ fn walk_count(dir: &Path) -> usize {
         .sum()
 }
 
+/// The accuracy guard of `--dtype int8`: the benchmark figures of the tiny
+/// model are those of transformers' f32 run.
+#[test]
+fn eval_figures_hold_under_int8() {
+    let m = model();
+    let dir = temp_dir("eval-int8");
+    let data = eval_data();
+    let reference = eval_reference();
+    for language in ["en", "zh"] {
+        let out = dir.join(format!("zeroshot-{language}.json"));
+        let (_, result) = run_eval(
+            &[
+                "eval",
+                "zeroshot",
+                "--model",
+                &m,
+                "--dtype",
+                "int8",
+                "--dataset",
+                data.join("imagefolder").to_str().unwrap(),
+                "--classnames",
+                data.join("classnames.json").to_str().unwrap(),
+                "--templates",
+                data.join("templates.json").to_str().unwrap(),
+                "--language",
+                language,
+                "--no-cache",
+            ],
+            &out,
+        );
+        assert_metrics_match(
+            &format!("int8 zeroshot {language}"),
+            &result["metrics"],
+            &reference["zeroshot"][language]["metrics"],
+        );
+        let out = dir.join(format!("retrieval-{language}.json"));
+        let captions = data.join(format!("retrieval/captions_{language}.tsv"));
+        let (output, result) = run_eval(
+            &[
+                "eval",
+                "retrieval",
+                "--model",
+                &m,
+                "--dtype",
+                "int8",
+                "--images",
+                data.join("retrieval/images").to_str().unwrap(),
+                "--captions",
+                captions.to_str().unwrap(),
+                "--language",
+                language,
+                "--no-cache",
+            ],
+            &out,
+        );
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_metrics_match(
+            &format!("int8 retrieval {language}"),
+            &result["metrics"],
+            &reference["retrieval"][language]["metrics"],
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn eval_retrieval_matches_transformers_in_every_caption_format() {
     let m = model();

@@ -88,7 +88,7 @@ impl CustomOp1 for AttentionOp {
             );
         };
         let x = f32_input(s, layout, d3, "qkv")?;
-        let (heads, scale, kernel) = (self.heads, self.scale, self.kernel);
+        let (heads, scale, kernel) = (self.heads, self.scale, self.kernel.float_kernel());
         let d = d3 / 3;
         let dh = d / heads;
         let mut out = vec![0f32; b * l * d];

@@ -7,7 +7,7 @@
 use candle_core::{Device, Tensor};
 
 use crate::cpu::{Kernel, Precision};
-use crate::gemm::{bf16_bits, bf16_to_f32};
+use crate::gemm::{bf16_bits, bf16_to_f32, int8_scale, quantize, RowQuant};
 use crate::linear::PackedLinear;
 use crate::math::{activate_slice, Activation};
 
@@ -51,11 +51,41 @@ pub(crate) fn reference(
     out
 }
 
-/// The inputs as `kernel` sees them: rounded to bf16 for the bf16 kernels.
-pub(crate) fn as_seen_by(kernel: Kernel, v: &[f32]) -> Vec<f32> {
+/// Which side of a product an input is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Operand {
+    /// Activations, `[m, k]`.
+    A,
+    /// Weights, `[n, k]`.
+    B,
+}
+
+/// Rows of `k` inputs as `kernel` sees them: rounded to bf16 for the bf16
+/// kernels, quantised per row (and dequantised) for the int8 kernels.
+pub(crate) fn as_seen_by(kernel: Kernel, v: &[f32], k: usize, side: Operand) -> Vec<f32> {
     match kernel.precision() {
         Precision::F32 => v.to_vec(),
         Precision::Bf16 => v.iter().map(|&x| bf16_to_f32(bf16_bits(x))).collect(),
+        Precision::Int8 => v
+            .chunks(k)
+            .flat_map(|row| {
+                let dequantized: Vec<f32> = match side {
+                    Operand::A => {
+                        let q = RowQuant::of(row);
+                        row.iter()
+                            .map(|&x| (q.byte(x, 1.0 / q.scale) as i32 - q.zero) as f32 * q.scale)
+                            .collect()
+                    }
+                    Operand::B => {
+                        let scale = int8_scale(row.iter().fold(0f32, |m, x| m.max(x.abs())));
+                        row.iter()
+                            .map(|&x| quantize(x, 1.0 / scale) as f32 * scale)
+                            .collect()
+                    }
+                };
+                dequantized
+            })
+            .collect(),
     }
 }
 
@@ -80,8 +110,8 @@ pub(crate) fn self_check(kernel: Kernel) -> Result<(), String> {
     let (m, n, k) = (13, 37, 301);
     let (x, w, b, r) = (lcg(m * k, 1), lcg(n * k, 2), lcg(n, 3), lcg(m * n, 4));
     let want = reference(
-        &as_seen_by(kernel, &x),
-        &as_seen_by(kernel, &w),
+        &as_seen_by(kernel, &x, k, Operand::A),
+        &as_seen_by(kernel, &w, k, Operand::B),
         &b,
         &r,
         m,

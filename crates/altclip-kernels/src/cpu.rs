@@ -9,6 +9,10 @@ pub enum Precision {
     F32,
     /// bf16 products, f32 sums (PyTorch autocast's contract).
     Bf16,
+    /// int8 products, i32 sums: weights quantised per output channel at
+    /// pack time, activations per row at each call (both symmetric), the
+    /// result dequantised to f32 in the epilogue.
+    Int8,
 }
 
 /// A micro-kernel: one instruction set and the precision it multiplies in.
@@ -22,17 +26,36 @@ pub enum Kernel {
     Avx512,
     /// AVX512-BF16 `vdpbf16ps`: 12×32 tiles, bf16 products, f32 sums.
     Avx512Bf16,
+    /// AVX512-VNNI `vpdpbusd`: 12×32 tiles of u8 × i8 products, i32 sums.
+    Avx512Vnni,
 }
 
 impl Kernel {
     /// Every kernel, fastest first within each precision.
-    pub const ALL: [Kernel; 3] = [Kernel::Avx512, Kernel::Avx2, Kernel::Avx512Bf16];
+    pub const ALL: [Kernel; 4] = [
+        Kernel::Avx512,
+        Kernel::Avx2,
+        Kernel::Avx512Bf16,
+        Kernel::Avx512Vnni,
+    ];
 
     /// What this kernel multiplies in.
     pub fn precision(self) -> Precision {
         match self {
             Kernel::Avx2 | Kernel::Avx512 => Precision::F32,
             Kernel::Avx512Bf16 => Precision::Bf16,
+            Kernel::Avx512Vnni => Precision::Int8,
+        }
+    }
+
+    /// The float kernel of the same instruction set: what attention's `QKᵀ`
+    /// and `PV` beside int8 layers run on (probabilities and per-head
+    /// products lose too much in 8 bits), and the layers a model keeps out
+    /// of int8.
+    pub fn float_kernel(self) -> Kernel {
+        match self {
+            Kernel::Avx512Vnni => Kernel::Avx512,
+            k => k,
         }
     }
 
@@ -42,6 +65,7 @@ impl Kernel {
             Kernel::Avx2 => "avx2 f32",
             Kernel::Avx512 => "avx512f f32",
             Kernel::Avx512Bf16 => "avx512-bf16",
+            Kernel::Avx512Vnni => "avx512-vnni int8",
         }
     }
 
@@ -52,6 +76,7 @@ impl Kernel {
             Kernel::Avx2 => f.avx2_fma || f.avx512f,
             Kernel::Avx512 => f.avx512f,
             Kernel::Avx512Bf16 => f.avx512f && f.avx512bf16,
+            Kernel::Avx512Vnni => f.avx512f && f.avx512vnni,
         }
     }
 
@@ -61,14 +86,15 @@ impl Kernel {
     /// precision and none for the others). Decided once per process; a
     /// kernel that fails its check is reported on stderr and skipped.
     pub fn select(precision: Precision) -> Option<Kernel> {
-        static CHOICE: OnceLock<[Option<Kernel>; 2]> = OnceLock::new();
-        let [f32, bf16] = *CHOICE.get_or_init(|| {
+        static CHOICE: OnceLock<[Option<Kernel>; 3]> = OnceLock::new();
+        let [f32, bf16, int8] = *CHOICE.get_or_init(|| {
             let forced = std::env::var("ALTCLIP_KERNELS").ok();
             candidates(forced.as_deref()).map(|c| first_passing(&c, &mut crate::check::self_check))
         });
         match precision {
             Precision::F32 => f32,
             Precision::Bf16 => bf16,
+            Precision::Int8 => int8,
         }
     }
 
@@ -78,18 +104,19 @@ impl Kernel {
             Kernel::Avx2 => "avx2",
             Kernel::Avx512 => "avx512",
             Kernel::Avx512Bf16 => "avx512-bf16",
+            Kernel::Avx512Vnni => "avx512-vnni",
         }
     }
 
     /// True for the kernels whose epilogue and softmax compile for AVX-512.
     pub(crate) fn avx512(self) -> bool {
-        matches!(self, Kernel::Avx512 | Kernel::Avx512Bf16)
+        !matches!(self, Kernel::Avx2)
     }
 }
 
-/// The f32 and bf16 kernels worth trying, best first, for a value of
+/// The f32, bf16 and int8 kernels worth trying, best first, for a value of
 /// `ALTCLIP_KERNELS`: every kernel this CPU runs, or the one named.
-fn candidates(forced: Option<&str>) -> [Vec<Kernel>; 2] {
+fn candidates(forced: Option<&str>) -> [Vec<Kernel>; 3] {
     let named = forced.and_then(|f| Kernel::ALL.into_iter().find(|k| k.flag_name() == f));
     let of = |p: Precision| -> Vec<Kernel> {
         Kernel::ALL
@@ -102,7 +129,7 @@ fn candidates(forced: Option<&str>) -> [Vec<Kernel>; 2] {
             })
             .collect()
     };
-    [of(Precision::F32), of(Precision::Bf16)]
+    [of(Precision::F32), of(Precision::Bf16), of(Precision::Int8)]
 }
 
 /// The first of `candidates` that `check` accepts; each refusal is reported.
@@ -128,6 +155,7 @@ struct Features {
     avx2_fma: bool,
     avx512f: bool,
     avx512bf16: bool,
+    avx512vnni: bool,
 }
 
 fn features() -> Features {
@@ -141,6 +169,7 @@ fn detect() -> Features {
         avx2_fma: is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
         avx512f: is_x86_feature_detected!("avx512f"),
         avx512bf16: is_x86_feature_detected!("avx512bf16"),
+        avx512vnni: is_x86_feature_detected!("avx512vnni"),
     }
 }
 
@@ -155,8 +184,9 @@ mod tests {
 
     #[test]
     fn forced_choices_narrow_what_the_cpu_offers() {
-        assert_eq!(candidates(Some("candle")), [vec![], vec![]]);
-        let [f32, bf16] = candidates(Some("avx2"));
+        assert_eq!(candidates(Some("candle")), [vec![], vec![], vec![]]);
+        let [f32, bf16, int8] = candidates(Some("avx2"));
+        assert!(int8.is_empty());
         assert_eq!(
             f32,
             [Kernel::Avx2]
@@ -165,7 +195,7 @@ mod tests {
                 .collect::<Vec<_>>()
         );
         assert!(bf16.is_empty());
-        let [f32, bf16] = candidates(None);
+        let [f32, bf16, _] = candidates(None);
         assert!(f32
             .iter()
             .all(|k| k.runs_here() && k.precision() == Precision::F32));

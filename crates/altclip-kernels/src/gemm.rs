@@ -36,6 +36,67 @@ pub struct PackedB {
     pub n: usize,
     pub k: usize,
     data: Storage,
+    /// Per column, for int8: the dequantisation scale and the sum of the
+    /// quantised column (which the u8 offset of A is corrected by).
+    quant: Option<ColumnQuant>,
+}
+
+/// Per-column quantisation of an int8 weight.
+struct ColumnQuant {
+    scales: Vec<f32>,
+    sums: Vec<i32>,
+}
+
+/// The symmetric int8 scale of values whose largest magnitude is `max_abs`.
+#[inline]
+pub fn int8_scale(max_abs: f32) -> f32 {
+    if max_abs > 0.0 && max_abs.is_finite() {
+        max_abs / 127.0
+    } else {
+        1.0
+    }
+}
+
+/// `x / scale` rounded to the nearest integer in [-127, 127].
+#[inline(always)]
+pub fn quantize(x: f32, inv_scale: f32) -> i32 {
+    ((x * inv_scale).round() as i32).clamp(-127, 127)
+}
+
+/// The asymmetric u8 quantisation of a row of activations (`vpdpbusd`
+/// multiplies unsigned bytes of A by signed bytes of B): `x ≈ scale · (q − zero)`
+/// with `q` in 0..=255, so that a one-sided row (after GELU) uses every level.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RowQuant {
+    pub scale: f32,
+    pub zero: i32,
+}
+
+impl RowQuant {
+    /// The quantisation of `row`: its range, widened to hold 0 exactly.
+    pub fn of(row: &[f32]) -> Self {
+        let (lo, hi) = row
+            .iter()
+            .fold((0f32, 0f32), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        let range = hi - lo;
+        if !(range > 0.0 && range.is_finite()) {
+            return Self {
+                scale: 1.0,
+                zero: 0,
+            };
+        }
+        let scale = range / 255.0;
+        Self {
+            scale,
+            zero: ((-lo / scale).round() as i32).clamp(0, 255),
+        }
+    }
+
+    /// The byte of `x`.
+    #[inline(always)]
+    pub fn byte(self, x: f32, inv_scale: f32) -> u32 {
+        ((x * inv_scale).round() as i32 + self.zero).clamp(0, 255) as u32
+    }
 }
 
 /// Page-aligned memory for a packed weight: an anonymous map asking for huge
@@ -131,14 +192,31 @@ impl PackedB {
         let len = panels * rows * NR;
         let mut data = Storage::zeroed(len);
         let at = |j: usize, kk: usize| if kk < k { w[j * sn + kk * sk] } else { 0.0 };
+        let quant = (precision == Precision::Int8).then(|| {
+            let scales: Vec<f32> = (0..n)
+                .map(|j| int8_scale((0..k).map(|kk| at(j, kk).abs()).fold(0.0, f32::max)))
+                .collect();
+            let sums = (0..n)
+                .map(|j| (0..k).map(|kk| quantize(at(j, kk), 1.0 / scales[j])).sum())
+                .collect();
+            ColumnQuant { scales, sums }
+        });
         let fill = |(p, panel): (usize, &mut [u32])| {
             for j in p * NR..n.min((p + 1) * NR) {
                 for r in 0..rows {
-                    panel[r * NR + j % NR] = match precision {
-                        Precision::F32 => at(j, r).to_bits(),
-                        Precision::Bf16 => {
+                    panel[r * NR + j % NR] = match (precision, &quant) {
+                        (Precision::F32, _) => at(j, r).to_bits(),
+                        (Precision::Bf16, _) => {
                             bf16_bits(at(j, 2 * r)) | (bf16_bits(at(j, 2 * r + 1)) << 16)
                         }
+                        (Precision::Int8, Some(q)) => {
+                            let inv = 1.0 / q.scales[j];
+                            (0..4).fold(0u32, |word, t| {
+                                let byte = quantize(at(j, 4 * r + t), inv) as u8 as u32;
+                                word | (byte << (8 * t))
+                            })
+                        }
+                        (Precision::Int8, None) => unreachable!("int8 weights are quantised"),
                     };
                 }
             }
@@ -149,14 +227,21 @@ impl PackedB {
         } else {
             out.chunks_mut(rows * NR).enumerate().for_each(fill);
         }
-        Self { kernel, n, k, data }
+        Self {
+            kernel,
+            n,
+            k,
+            data,
+            quant,
+        }
     }
 
-    /// Packed rows per panel: k (f32) or k pairs (bf16).
+    /// Packed rows per panel: k (f32), k pairs (bf16) or k quads (int8).
     fn rows_for(k: usize, precision: Precision) -> usize {
         match precision {
             Precision::F32 => k,
             Precision::Bf16 => k.div_ceil(2),
+            Precision::Int8 => k.div_ceil(4),
         }
     }
 
@@ -177,7 +262,8 @@ impl PackedB {
         &self.data.as_slice(self.len())[p * rows * NR..][..rows * NR]
     }
 
-    /// The weight back as row-major `[n, k]` f32 (bf16 values widened).
+    /// The weight back as row-major `[n, k]` f32 (bf16 values widened, int8
+    /// values dequantised).
     pub fn unpack(&self) -> Vec<f32> {
         let mut w = vec![0f32; self.n * self.k];
         for (i, v) in w.iter_mut().enumerate() {
@@ -192,6 +278,12 @@ impl PackedB {
                     } else {
                         pair >> 16
                     })
+                }
+                Precision::Int8 => {
+                    let quad = panel[(kk / 4) * NR + j % NR];
+                    let q = (quad >> (8 * (kk % 4))) as u8 as i8;
+                    let scale = self.quant.as_ref().map_or(1.0, |q| q.scales[j]);
+                    q as f32 * scale
                 }
             };
         }
@@ -262,15 +354,27 @@ pub unsafe fn gemm(
         packed_a.resize(m * lda, 0);
     }
     let precision = b.kernel.precision();
-    let pack = |(i, out): (usize, &mut [u32])| pack_a_row(&a[i * lda_in..][..k], precision, out);
+    // Per row, the int8 quantisation of A (unused by the float kernels).
+    let mut row_quant = vec![
+        RowQuant {
+            scale: 1.0,
+            zero: 0
+        };
+        m
+    ];
+    let pack = |(i, (out, quant)): (usize, (&mut [u32], &mut RowQuant))| {
+        *quant = pack_a_row(&a[i * lda_in..][..k], precision, out)
+    };
     if parallel {
         packed_a[..m * lda]
             .par_chunks_mut(lda)
+            .zip(row_quant.par_iter_mut())
             .enumerate()
             .for_each(pack);
     } else {
         packed_a[..m * lda]
             .chunks_mut(lda)
+            .zip(row_quant.iter_mut())
             .enumerate()
             .for_each(pack);
     }
@@ -284,12 +388,17 @@ pub unsafe fn gemm(
     let groups_wanted = threads * panels.div_ceil(threads * MAX_GROUP);
     let group = panels.div_ceil(groups_wanted);
     let out = OutPtr(c);
-    let a_ref = &packed_a[..];
+    let a_ref = PackedA {
+        data: &packed_a[..],
+        lda,
+        m,
+        row_quant: &row_quant,
+    };
     let run = |g: usize| {
         let panels = g * group..((g + 1) * group).min(panels);
         // SAFETY: the kernel runs here (the caller's contract); each group
         // writes only its columns.
-        unsafe { run_group(a_ref, lda, m, b, out.get(), ldc, panels, epi) }
+        unsafe { run_group(&a_ref, b, out.get(), ldc, panels, epi) }
     };
     let ngroups = panels.div_ceil(group);
     if parallel {
@@ -308,18 +417,25 @@ thread_local! {
     static C_BLOCK: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// One thread's share: every row, the columns of `panels`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn run_group(
-    a: &[u32],
+/// A packed for one call: `m` rows `lda` words apart, with their int8
+/// quantisation.
+struct PackedA<'a> {
+    data: &'a [u32],
     lda: usize,
     m: usize,
+    row_quant: &'a [RowQuant],
+}
+
+/// One thread's share: every row, the columns of `panels`.
+unsafe fn run_group(
+    pa: &PackedA,
     b: &PackedB,
     c: *mut f32,
     ldc: usize,
     panels: std::ops::Range<usize>,
     epi: &dyn Epilogue,
 ) {
+    let (a, lda, m) = (pa.data, pa.lda, pa.m);
     let rows = b.rows();
     let kernel = b.kernel;
     let rows_per_tile = micro::rows_per_tile(kernel);
@@ -356,6 +472,9 @@ unsafe fn run_group(
         // The block's rows are final and still in L2.
         for i in m0..m1 {
             let row = &mut block[(i - m0) * lds..][..cols];
+            if let Some(q) = &b.quant {
+                dequantize(row, q, col0, pa.row_quant[i]);
+            }
             epi.apply(i, col0, row);
             std::ptr::copy_nonoverlapping(row.as_ptr(), c.add(i * ldc + col0), cols);
         }
@@ -363,14 +482,34 @@ unsafe fn run_group(
     C_BLOCK.set(block);
 }
 
-/// One row of A for the kernels: f32 bits, or bf16 pairs (the last one
-/// zero-padded when k is odd).
-fn pack_a_row(row: &[f32], precision: Precision, out: &mut [u32]) {
+/// Turns a row of i32 sums (stored in `row`'s bits by the int8 kernel,
+/// columns from `col0`) into f32: undoes A's zero point, then both scales.
+fn dequantize(row: &mut [f32], q: &ColumnQuant, col0: usize, a: RowQuant) {
+    let cols = col0..col0 + row.len();
+    for ((v, &sum), &scale) in row
+        .iter_mut()
+        .zip(&q.sums[cols.clone()])
+        .zip(&q.scales[cols])
+    {
+        let acc = v.to_bits() as i32 - a.zero * sum;
+        *v = acc as f32 * (a.scale * scale);
+    }
+}
+
+/// One row of A for the kernels: f32 bits, bf16 pairs (the last one
+/// zero-padded when k is odd), or quads of u8 (see [`RowQuant`]). Returns
+/// the row's int8 quantisation (unit for the float kernels).
+fn pack_a_row(row: &[f32], precision: Precision, out: &mut [u32]) -> RowQuant {
+    let unit = RowQuant {
+        scale: 1.0,
+        zero: 0,
+    };
     match precision {
         Precision::F32 => {
             for (o, x) in out.iter_mut().zip(row) {
                 *o = x.to_bits();
             }
+            unit
         }
         Precision::Bf16 => {
             let pairs = row.chunks_exact(2);
@@ -382,6 +521,26 @@ fn pack_a_row(row: &[f32], precision: Precision, out: &mut [u32]) {
             if let Some(lo) = last {
                 out[n] = lo;
             }
+            unit
+        }
+        Precision::Int8 => {
+            let quant = RowQuant::of(row);
+            let inv = 1.0 / quant.scale;
+            let byte = |x: f32| quant.byte(x, inv);
+            let quads = row.chunks_exact(4);
+            let tail = quads.remainder();
+            let n = quads.len();
+            for (o, q) in out.iter_mut().zip(quads) {
+                *o = byte(q[0]) | byte(q[1]) << 8 | byte(q[2]) << 16 | byte(q[3]) << 24;
+            }
+            if !tail.is_empty() {
+                // The padding bytes meet zero weights: any value will do.
+                out[n] = tail
+                    .iter()
+                    .enumerate()
+                    .fold(0, |word, (t, &x)| word | byte(x) << (8 * t));
+            }
+            quant
         }
     }
 }

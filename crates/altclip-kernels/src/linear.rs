@@ -263,7 +263,7 @@ impl CustomOp2 for LinearOp<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::{as_seen_by, lcg, max_diff, reference};
+    use crate::check::{as_seen_by, lcg, max_diff, reference, Operand};
     use crate::cpu::Precision;
     use candle_core::Device;
 
@@ -285,7 +285,10 @@ mod tests {
         let dev = Device::Cpu;
         let (x, w, b, r) = (lcg(m * k, 1), lcg(n * k, 2), lcg(n, 3), lcg(m * n, 4));
         // The bf16 kernel rounds its inputs: compare with rounded inputs.
-        let (xr, wr) = (as_seen_by(kernel, &x), as_seen_by(kernel, &w));
+        let (xr, wr) = (
+            as_seen_by(kernel, &x, k, Operand::A),
+            as_seen_by(kernel, &w, k, Operand::B),
+        );
         let want = reference(&xr, &wr, &b, &r, m, n, k, Activation::GeluErf);
         let wt = Tensor::from_vec(w, (n, k), &dev).unwrap();
         let bt = Tensor::from_vec(b, n, &dev).unwrap();
@@ -299,12 +302,15 @@ mod tests {
         let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let worst = max_diff(&got, &want);
         assert!(worst < tol, "{kernel:?} m={m} n={n} k={k}: max |Δ| {worst}");
-        if kernel.precision() == Precision::F32 {
-            let (w2, _) = lin.unpack(&dev).unwrap();
-            assert_eq!(
-                w2.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        // Unpacking gives the weight the kernel multiplies by.
+        let (w2, _) = lin.unpack(&dev).unwrap();
+        let unpacked = w2.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        match kernel.precision() {
+            Precision::F32 => assert_eq!(
+                unpacked,
                 wt.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-            );
+            ),
+            _ => assert!(max_diff(&unpacked, &wr) < 1e-6, "{kernel:?} unpack"),
         }
     }
 

@@ -31,12 +31,14 @@ macro_rules! by_rows {
 pub fn rows_per_tile(kernel: Kernel) -> usize {
     match kernel {
         Kernel::Avx2 => MR_AVX2,
-        Kernel::Avx512 | Kernel::Avx512Bf16 => MR,
+        Kernel::Avx512 | Kernel::Avx512Bf16 | Kernel::Avx512Vnni => MR,
     }
 }
 
-/// One micro-tile: `mr ≤ rows_per_tile` rows of packed A (f32 bits or bf16
-/// pairs) times one panel slice of B into C, with `kernel`.
+/// One micro-tile: `mr ≤ rows_per_tile` rows of packed A (f32 bits, bf16
+/// pairs or int8 quads) times one panel slice of B into C, with `kernel`.
+/// The int8 kernel keeps its i32 sums in C's bits until the GEMM
+/// dequantises the finished rows.
 ///
 /// # Safety
 /// `kernel` runs on this CPU; `a`, `b` and `c` hold the rows, `kc` packed
@@ -62,6 +64,13 @@ pub unsafe fn tile(
             [1 2 3 4 5 6 7 8 9 10 11],
             12,
             (kc, a, lda, b, c, ldc, first)
+        ),
+        Kernel::Avx512Vnni => by_rows!(
+            mr,
+            micro_int8,
+            [1 2 3 4 5 6 7 8 9 10 11],
+            12,
+            (kc, a, lda, b, c.cast::<i32>(), ldc, first)
         ),
         Kernel::Avx512 => by_rows!(
             mr,
@@ -180,6 +189,41 @@ unsafe fn micro_bf16<const R: usize>(
         }
     }
     store_acc::<R>(c, ldc, &lo, &hi);
+}
+
+/// Unsigned bytes of A times signed bytes of B, four per lane, into i32.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn micro_int8<const R: usize>(
+    kc: usize,
+    a: *const u32,
+    lda: usize,
+    b: *const u32,
+    c: *mut i32,
+    ldc: usize,
+    first: bool,
+) {
+    let mut lo = [_mm512_setzero_si512(); R];
+    let mut hi = [_mm512_setzero_si512(); R];
+    if !first {
+        for i in 0..R {
+            lo[i] = _mm512_loadu_si512(c.add(i * ldc).cast());
+            hi[i] = _mm512_loadu_si512(c.add(i * ldc + 16).cast());
+        }
+    }
+    for r in 0..kc {
+        let b0 = _mm512_loadu_si512(b.add(r * NR).cast());
+        let b1 = _mm512_loadu_si512(b.add(r * NR + 16).cast());
+        for i in 0..R {
+            let x = _mm512_set1_epi32(*a.add(i * lda + r) as i32);
+            lo[i] = _mm512_dpbusd_epi32(lo[i], x, b0);
+            hi[i] = _mm512_dpbusd_epi32(hi[i], x, b1);
+        }
+    }
+    for i in 0..R {
+        _mm512_storeu_si512(c.add(i * ldc).cast(), lo[i]);
+        _mm512_storeu_si512(c.add(i * ldc + 16).cast(), hi[i]);
+    }
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -19,13 +19,17 @@ pub enum Dtype {
     /// else in f32, like PyTorch's autocast (about 2x f32, cosine to f32 >= 0.999); elsewhere
     /// candle's bf16.
     Bf16,
+    /// int8 linear layers (weights per output channel, activations per row, i32 sums) on CPUs
+    /// with AVX512-VNNI, everything else in f32; elsewhere the f32 kernels. Check the accuracy
+    /// on your data with `altclip eval`.
+    Int8,
 }
 
 impl Dtype {
-    /// The candle dtype.
+    /// The candle dtype of the activations.
     pub fn dtype(self) -> DType {
         match self {
-            Dtype::F32 => DType::F32,
+            Dtype::F32 | Dtype::Int8 => DType::F32,
             Dtype::F16 => DType::F16,
             Dtype::Bf16 => DType::BF16,
         }
@@ -37,6 +41,7 @@ impl Dtype {
             Dtype::F32 => "f32",
             Dtype::F16 => "f16",
             Dtype::Bf16 => "bf16",
+            Dtype::Int8 => "int8",
         }
     }
 }
@@ -60,6 +65,7 @@ impl ModelSettings {
     pub fn load_options(&self) -> LoadOptions {
         LoadOptions {
             dtype: self.dtype.dtype(),
+            int8: self.dtype == Dtype::Int8,
             revision: self.revision.clone(),
             max_length: self.max_length,
             ..LoadOptions::default()

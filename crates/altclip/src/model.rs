@@ -38,12 +38,12 @@ impl AltClipModel {
             text: TextTower::load(&w.pp("text_model"), t)?,
             vision: VisionTower::load(&w.pp("vision_model"), v)?,
             text_projection: Linear::load_no_bias(
-                &w.pp("text_projection"),
+                &w.pp("text_projection").float_linear(),
                 t.project_dim,
                 cfg.projection_dim,
             )?,
             visual_projection: Linear::load_no_bias(
-                &w.pp("visual_projection"),
+                &w.pp("visual_projection").float_linear(),
                 v.hidden_size,
                 cfg.projection_dim,
             )?,
@@ -101,10 +101,12 @@ pub struct ComputePlan {
 }
 
 impl ComputePlan {
-    /// The plan for a model requested in `dtype` on `device`.
-    pub fn new(dtype: DType, device: &Device) -> Self {
+    /// The plan for a model requested in `dtype` (with int8 linear layers
+    /// when `int8`) on `device`.
+    pub fn new(dtype: DType, int8: bool, device: &Device) -> Self {
         let kernel = |p: Precision| device.is_cpu().then(|| Kernel::select(p)).flatten();
         let (activations, linear) = match dtype {
+            DType::F32 if int8 => (dtype, kernel(Precision::Int8).or(kernel(Precision::F32))),
             DType::F32 => (dtype, kernel(Precision::F32)),
             DType::BF16 => match kernel(Precision::Bf16) {
                 Some(k) => (DType::F32, Some(k)),
@@ -126,6 +128,9 @@ impl ComputePlan {
             Some(Kernel::Avx2) => "avx2 f32 kernels (packed weights)",
             Some(Kernel::Avx512) => "avx512f f32 kernels (packed weights)",
             Some(Kernel::Avx512Bf16) => "avx512-bf16 kernels (packed bf16 weights, f32 sums)",
+            Some(Kernel::Avx512Vnni) => {
+                "avx512-vnni int8 kernels (int8 weights per channel, activations per row)"
+            }
             None => "candle matmul",
         }
     }
@@ -136,6 +141,11 @@ impl ComputePlan {
 pub struct LoadOptions {
     /// Compute dtype: F32 (default, exact parity), F16 or BF16.
     pub dtype: DType,
+    /// Linear layers in int8 (weights quantised per output channel at load,
+    /// activations per row at each call, both symmetric), everything else
+    /// in f32; needs `dtype` F32. Where the CPU has no int8 kernel the f32
+    /// kernels run.
+    pub int8: bool,
     pub device: Device,
     /// Hub revision (branch, tag or commit) when `model` is a Hub id.
     pub revision: Option<String>,
@@ -147,6 +157,7 @@ impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             dtype: DType::F32,
+            int8: false,
             device: Device::Cpu,
             revision: None,
             max_length: DEFAULT_MAX_LENGTH,
@@ -209,7 +220,13 @@ impl AltClip {
                 });
             }
         }
-        let plan = ComputePlan::new(opts.dtype, &opts.device);
+        if opts.int8 && opts.dtype != DType::F32 {
+            return Err(Error::Invalid(format!(
+                "int8 linear layers run under f32 activations, not {:?}",
+                opts.dtype
+            )));
+        }
+        let plan = ComputePlan::new(opts.dtype, opts.int8, &opts.device);
         let weights =
             Weights::from_dir(dir, plan.activations, &opts.device)?.with_linear_kernel(plan.linear);
         let model = AltClipModel::load(&weights, &config)?;

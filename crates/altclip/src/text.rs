@@ -198,7 +198,7 @@ impl TextTower {
             roberta: XlmRoberta::load(roberta, cfg)?,
             pre_ln: LayerNorm::load(&head.pp("pre_LN"), cfg.hidden_size, cfg.layer_norm_eps)?,
             transformation: Linear::load(
-                &head.pp("transformation"),
+                &head.pp("transformation").float_linear(),
                 cfg.hidden_size,
                 cfg.project_dim,
             )?,

@@ -35,7 +35,11 @@ impl VisionTower {
         };
         let layers = ClipEncoderLayer::load_stack(w, dims, cfg.num_hidden_layers)?;
         Ok(Self {
-            patch: Linear::from_parts(patch.reshape((h, c * p * p))?, None, w.linear_kernel())?,
+            patch: Linear::from_parts(
+                patch.reshape((h, c * p * p))?,
+                None,
+                w.float_linear().linear_kernel(),
+            )?,
             class_embedding: e.get(&[h], "class_embedding")?,
             position_embedding: e.get(&[cfg.num_positions(), h], "position_embedding.weight")?,
             pre_layrnorm: LayerNorm::load(&w.pp("pre_layrnorm"), h, cfg.layer_norm_eps)?,

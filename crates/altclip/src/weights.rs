@@ -293,6 +293,14 @@ impl Weights {
         self
     }
 
+    /// The same view, with int8 linear layers kept in the float kernel of
+    /// their instruction set: for the few layers whose error every output
+    /// carries (the projections into the joint space, the patch embedding).
+    pub fn float_linear(&self) -> Self {
+        self.clone()
+            .with_linear_kernel(self.linear_kernel.map(Kernel::float_kernel))
+    }
+
     /// The kernel linear layers loaded through this view pack their weights
     /// for; `None` (candle's matmul) through a trainable view, which needs
     /// gradients, or where the plan names none.

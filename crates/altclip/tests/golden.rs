@@ -430,6 +430,47 @@ fn half_precision_stays_close_to_f32() {
     }
 }
 
+/// int8 linear layers (the AVX512-VNNI kernel where the CPU has it, else
+/// f32) keep the README's accuracy guard: cosine 0.99 to the f32 reference.
+#[test]
+fn int8_stays_close_to_f32() {
+    let reference = read_json(&fixtures().join("tiny-224/reference.json"));
+    let texts = strings(&reference["texts"]);
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let img = open_rgb(&fixtures().join("images/photo.png"), DEFAULT_MAX_PIXELS).unwrap();
+    let opts = LoadOptions {
+        int8: true,
+        ..LoadOptions::default()
+    };
+    let clip = AltClip::load(fixtures().join("tiny-224").to_str().unwrap(), &opts).unwrap();
+    let want_kernel = altclip_kernels::Kernel::select(altclip_kernels::Precision::Int8).or(
+        altclip_kernels::Kernel::select(altclip_kernels::Precision::F32),
+    );
+    assert_eq!(clip.plan().linear, want_kernel);
+    let mut worst = 1f64;
+    for (o, r) in clip
+        .text_features(&refs)
+        .unwrap()
+        .iter()
+        .zip(rows(&reference["text_features"]))
+    {
+        worst = worst.min(compare(o, &r).0);
+    }
+    let ours = clip.image_features(std::slice::from_ref(&img)).unwrap();
+    worst = worst.min(compare(&ours[0], &rows(&reference["image_features"])[0]).0);
+    eprintln!(
+        "int8 ({:?}): worst cosine to f32 {worst}",
+        clip.plan().linear
+    );
+    assert!(worst > 0.99, "int8 cosine {worst}");
+    let bf16 = LoadOptions {
+        int8: true,
+        dtype: DType::BF16,
+        ..LoadOptions::default()
+    };
+    assert!(AltClip::load(fixtures().join("tiny-224").to_str().unwrap(), &bf16).is_err());
+}
+
 #[test]
 fn vision_layers_saved_as_layer_by_transformers_5_load() {
     // transformers 5's save_pretrained writes `vision_model.encoder.layer.N`.
