@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use altclip::args::ModelSettings;
 use altclip::cache::{content_hash, EmbeddingCache};
 use altclip::preprocess::{decode_rgb, DEFAULT_MAX_PIXELS};
-use altclip::{AltClip, TextTokenizer};
+use altclip::{AltClip, LoadOptions, TextTokenizer, Towers};
 use anyhow::{Context, Result};
 use image::RgbImage;
 
@@ -22,9 +22,17 @@ pub struct ModelArgs {
 
 /// Loads `model` (a directory or Hub id) with `settings`.
 pub fn load_model(settings: &ModelSettings, model: &str) -> Result<AltClip> {
+    load_towers(settings, model, Towers::Both)
+}
+
+/// [`load_model`] with only `towers` (a text query needs no vision tower).
+pub fn load_towers(settings: &ModelSettings, model: &str, towers: Towers) -> Result<AltClip> {
     let start = std::time::Instant::now();
-    let clip = AltClip::load(model, &settings.load_options())
-        .with_context(|| format!("loading model `{model}`"))?;
+    let opts = LoadOptions {
+        towers,
+        ..settings.load_options()
+    };
+    let clip = AltClip::load(model, &opts).with_context(|| format!("loading model `{model}`"))?;
     tracing::info!(
         "loaded {} ({}) in {:.2}s",
         clip.files().dir.display(),

@@ -14,8 +14,9 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use altclip::args::ModelSettings;
+use altclip::Towers;
 
-use crate::common::{load_model, print_json_line, progress, track, ImageArgs};
+use crate::common::{load_model, load_towers, print_json_line, progress, track, ImageArgs};
 
 const DB_NAME: &str = ".altclip/index.db";
 /// Index setting: vector count from which an HNSW graph is kept.
@@ -360,11 +361,12 @@ fn open_for_query(
     db: &Option<PathBuf>,
     model: &Option<String>,
     settings: &ModelSettings,
+    towers: Towers,
 ) -> Result<(Index, altclip::AltClip)> {
     let db_path = find_db(db)?;
     let index = Index::open(&db_path)?;
     let name = model_for(&index, model)?;
-    let clip = load_model(settings, &name)?;
+    let clip = load_towers(settings, &name, towers)?;
     let info = model_info(&clip, &name, settings)?;
     index.check_model(&info).map_err(advise)?;
     Ok((index, clip))
@@ -372,7 +374,17 @@ fn open_for_query(
 
 pub fn search(args: SearchArgs) -> Result<ExitCode> {
     let parts = query::parse(&args.query)?;
-    let (index, clip) = open_for_query(&args.target.db, &args.target.model, &args.target.settings)?;
+    // A text-only query loads only the text tower: most of a query's time
+    // is loading the model.
+    let towers = match parts
+        .iter()
+        .any(|p| matches!(p.term, query::Term::Image(_)))
+    {
+        true => Towers::Both,
+        false => Towers::Text,
+    };
+    let t = &args.target;
+    let (index, clip) = open_for_query(&t.db, &t.model, &t.settings, towers)?;
     let q = query::embed(&clip, &parts, args.target.images.max_pixels)?;
     let store = open_store(
         &args.target.store,

@@ -30,7 +30,7 @@ pub mod zeroshot;
 pub use config::{Activation, AltClipConfig, TextConfig, VisionConfig};
 pub use embedding::{normalize, normalize_rows, softmax_similarity};
 pub use error::{Error, Result};
-pub use model::{AltClip, AltClipModel, ComputePlan, LoadOptions};
+pub use model::{AltClip, AltClipModel, ComputePlan, LoadOptions, Towers};
 pub use preprocess::Preprocessor;
 pub use tokenize::TextTokenizer;
 pub use zeroshot::{Templates, ZeroShotClassifier};

@@ -18,35 +18,70 @@ use crate::tokenize::{TextTokenizer, DEFAULT_MAX_LENGTH};
 use crate::vision::VisionTower;
 use crate::weights::Weights;
 
-/// The network of `AltCLIPModel`: text and vision towers, their projections
-/// into the joint space, and `logit_scale`.
+/// Which towers to load: a text query needs only the text side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Towers {
+    /// Both towers (the default).
+    #[default]
+    Both,
+    /// The text tower and its projection only.
+    Text,
+    /// The vision tower and its projection only.
+    Vision,
+}
+
+impl Towers {
+    fn text(self) -> bool {
+        self != Towers::Vision
+    }
+
+    fn vision(self) -> bool {
+        self != Towers::Text
+    }
+}
+
+/// One tower with its projection into the joint space.
+struct Side<T> {
+    tower: T,
+    projection: Linear,
+}
+
+/// The network of `AltCLIPModel`: text and vision towers (either may be
+/// left out at load), their projections into the joint space, and
+/// `logit_scale`.
 pub struct AltClipModel {
-    text: TextTower,
-    vision: VisionTower,
-    text_projection: Linear,
-    visual_projection: Linear,
+    text: Option<Side<TextTower>>,
+    vision: Option<Side<VisionTower>>,
     logit_scale: f32,
     parameters: u64,
 }
 
 impl AltClipModel {
-    /// Loads every tensor the config calls for; unknown extra tensors (e.g.
-    /// `position_ids` buffers or a pooler) are ignored.
-    pub fn load(w: &Weights, cfg: &AltClipConfig) -> Result<Self> {
+    /// Loads every tensor the config calls for, for the towers asked for;
+    /// unknown extra tensors (e.g. `position_ids` buffers or a pooler) are
+    /// ignored.
+    pub fn load(w: &Weights, cfg: &AltClipConfig, towers: Towers) -> Result<Self> {
         let (t, v) = (&cfg.text_config, &cfg.vision_config);
+        let projection = |name: &str, in_dim: usize| {
+            Linear::load_no_bias(&w.pp(name).float_linear(), in_dim, cfg.projection_dim)
+        };
+        let text = match towers.text() {
+            true => Some(Side {
+                tower: TextTower::load(&w.pp("text_model"), t)?,
+                projection: projection("text_projection", t.project_dim)?,
+            }),
+            false => None,
+        };
+        let vision = match towers.vision() {
+            true => Some(Side {
+                tower: VisionTower::load(&w.pp("vision_model"), v)?,
+                projection: projection("visual_projection", v.hidden_size)?,
+            }),
+            false => None,
+        };
         Ok(Self {
-            text: TextTower::load(&w.pp("text_model"), t)?,
-            vision: VisionTower::load(&w.pp("vision_model"), v)?,
-            text_projection: Linear::load_no_bias(
-                &w.pp("text_projection").float_linear(),
-                t.project_dim,
-                cfg.projection_dim,
-            )?,
-            visual_projection: Linear::load_no_bias(
-                &w.pp("visual_projection").float_linear(),
-                v.hidden_size,
-                cfg.projection_dim,
-            )?,
+            text,
+            vision,
             logit_scale: w
                 .get_as(&[], "logit_scale", DType::F32)?
                 .to_scalar::<f32>()?,
@@ -57,20 +92,19 @@ impl AltClipModel {
 
     /// `get_text_features`: unnormalised `[B, projection_dim]` in f32.
     pub fn text_features(&self, inputs: &TextInputs) -> Result<Tensor> {
-        let pooled = self.text.forward(inputs)?;
-        Ok(self
-            .text_projection
-            .forward(&pooled)?
-            .to_dtype(DType::F32)?)
+        let side = self.text.as_ref().ok_or_else(|| missing_tower("text"))?;
+        let pooled = side.tower.forward(inputs)?;
+        Ok(side.projection.forward(&pooled)?.to_dtype(DType::F32)?)
     }
 
     /// `get_image_features`: unnormalised `[B, projection_dim]` in f32.
     pub fn image_features(&self, pixel_values: &Tensor) -> Result<Tensor> {
-        let pooled = self.vision.forward(pixel_values)?;
-        Ok(self
-            .visual_projection
-            .forward(&pooled)?
-            .to_dtype(DType::F32)?)
+        let side = self
+            .vision
+            .as_ref()
+            .ok_or_else(|| missing_tower("vision"))?;
+        let pooled = side.tower.forward(pixel_values)?;
+        Ok(side.projection.forward(&pooled)?.to_dtype(DType::F32)?)
     }
 
     /// The learned log temperature, as stored in the checkpoint.
@@ -136,6 +170,10 @@ impl ComputePlan {
     }
 }
 
+fn missing_tower(which: &str) -> Error {
+    Error::Invalid(format!("this model was loaded without its {which} tower"))
+}
+
 /// Settings for [`AltClip::load`].
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -151,6 +189,8 @@ pub struct LoadOptions {
     pub revision: Option<String>,
     /// Token truncation length, special tokens included.
     pub max_length: usize,
+    /// The towers to load (both by default).
+    pub towers: Towers,
 }
 
 impl Default for LoadOptions {
@@ -161,6 +201,7 @@ impl Default for LoadOptions {
             device: Device::Cpu,
             revision: None,
             max_length: DEFAULT_MAX_LENGTH,
+            towers: Towers::Both,
         }
     }
 }
@@ -229,7 +270,7 @@ impl AltClip {
         let plan = ComputePlan::new(opts.dtype, opts.int8, &opts.device);
         let weights =
             Weights::from_dir(dir, plan.activations, &opts.device)?.with_linear_kernel(plan.linear);
-        let model = AltClipModel::load(&weights, &config)?;
+        let model = AltClipModel::load(&weights, &config, opts.towers)?;
         Ok(Self {
             model,
             tokenizer,

@@ -6,7 +6,7 @@ use candle_core::{Device, Tensor};
 use crate::config::TextConfig;
 use crate::error::{Error, Result};
 use crate::nn::{Attention, AttentionKeys, LayerNorm, Linear};
-use crate::weights::Weights;
+use crate::weights::{Table, Weights};
 
 /// Token ids of a batch, padded to the longest sequence, with the tensors the
 /// encoder needs. Built by [`TextInputs::new`].
@@ -55,7 +55,8 @@ impl TextInputs {
 }
 
 struct Embeddings {
-    word: Tensor,
+    /// Read row by row from the mapped file where it can be (see [`Weights::table`]).
+    word: Table,
     position: Tensor,
     token_type: Tensor,
     layer_norm: LayerNorm,
@@ -66,7 +67,7 @@ impl Embeddings {
         let h = cfg.hidden_size;
         let token_type = w.get(&[cfg.type_vocab_size, h], "token_type_embeddings.weight")?;
         Ok(Self {
-            word: w.get(&[cfg.vocab_size, h], "word_embeddings.weight")?,
+            word: w.table(cfg.vocab_size, h, "word_embeddings.weight")?,
             position: w.get(
                 &[cfg.max_position_embeddings, h],
                 "position_embeddings.weight",
@@ -84,9 +85,9 @@ impl Embeddings {
                 .index_select(&ids.flatten_all()?, 0)?
                 .reshape((b, l, ()))?)
         };
-        let x = (lookup(&self.word, &inputs.input_ids)?
-            + lookup(&self.position, &inputs.position_ids)?)?
-        .broadcast_add(&self.token_type)?;
+        let word = self.word.rows(&inputs.input_ids)?.reshape((b, l, ()))?;
+        let x = (word + lookup(&self.position, &inputs.position_ids)?)?
+            .broadcast_add(&self.token_type)?;
         self.layer_norm.forward(&x)
     }
 }
@@ -163,7 +164,7 @@ impl XlmRoberta {
     /// The hidden state after the first `n` layers (`hidden_states[n]` in
     /// transformers; `n` = the layer count gives the last hidden state).
     pub fn forward_layers(&self, inputs: &TextInputs, n: usize) -> Result<Tensor> {
-        let mask = inputs.mask.to_dtype(self.embeddings.word.dtype())?;
+        let mask = inputs.mask.to_dtype(self.embeddings.position.dtype())?;
         let mut x = self.embeddings.forward(inputs)?;
         for layer in self.layers.iter().take(n) {
             x = layer.forward(&x, &mask)?;

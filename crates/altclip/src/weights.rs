@@ -460,6 +460,46 @@ impl Weights {
             .ok_or_else(|| self.missing(key.clone()))
     }
 
+    /// An embedding table `name` of shape `[rows, cols]`, for row lookups.
+    /// From an f32 safetensors file on the CPU, outside training, and in an
+    /// f32 model, the rows are read from the mapped file at each lookup (a
+    /// text query touches a few rows of a 250k-row vocabulary, so loading
+    /// does not copy a gigabyte); otherwise the table is loaded as a tensor.
+    pub fn table(&self, rows: usize, cols: usize, name: &str) -> Result<Table> {
+        let dims = [rows, cols];
+        let key = self.checked_key(&dims, name)?;
+        let mappable = self.trainable.is_none()
+            && self.inner.device.is_cpu()
+            && self.inner.dtype == DType::F32
+            && cfg!(target_endian = "little");
+        if let (true, Store::Safetensors(files)) = (mappable, &self.inner.store) {
+            let found = files.iter().enumerate().find_map(|(i, f)| {
+                let (info, range) = f.locate(&key)?;
+                (info.dtype == safetensors::Dtype::F32).then_some((i, range.start))
+            });
+            if let Some((file, start)) = found {
+                self.inner
+                    .loaded
+                    .fetch_add((rows * cols) as u64, Ordering::Relaxed);
+                return Ok(Table {
+                    kind: TableKind::Mapped {
+                        inner: self.inner.clone(),
+                        file,
+                        start,
+                        name: key,
+                    },
+                    rows,
+                    cols,
+                });
+            }
+        }
+        Ok(Table {
+            kind: TableKind::Tensor(self.get(&dims, name)?),
+            rows,
+            cols,
+        })
+    }
+
     /// Number of elements loaded through any view of this checkpoint.
     pub fn loaded_elements(&self) -> u64 {
         self.inner.loaded.load(Ordering::Relaxed)
@@ -477,6 +517,68 @@ impl Weights {
             name: name.into(),
             source_desc: self.inner.files.clone(),
         }
+    }
+}
+
+/// An embedding table, looked up by row: see [`Weights::table`].
+#[derive(Clone)]
+pub struct Table {
+    kind: TableKind,
+    rows: usize,
+    cols: usize,
+}
+
+#[derive(Clone)]
+enum TableKind {
+    Tensor(Tensor),
+    /// f32 rows at byte `start` of mapped file `file`.
+    Mapped {
+        inner: Arc<Inner>,
+        file: usize,
+        start: usize,
+        name: String,
+    },
+}
+
+impl Table {
+    /// The rows `ids` (u32, any shape) as `[ids.len(), cols]`.
+    pub fn rows(&self, ids: &Tensor) -> Result<Tensor> {
+        let ids = ids.flatten_all()?;
+        let (inner, file, start, name) = match &self.kind {
+            TableKind::Tensor(t) => return Ok(t.index_select(&ids, 0)?),
+            TableKind::Mapped {
+                inner,
+                file,
+                start,
+                name,
+            } => (inner, *file, *start, name),
+        };
+        let Store::Safetensors(files) = &inner.store else {
+            unreachable!("mapped tables come from safetensors files")
+        };
+        let map = &files[file].mmap;
+        let ids = ids.to_vec1::<u32>()?;
+        let mut out = Vec::with_capacity(ids.len() * self.cols);
+        for &id in &ids {
+            let id = id as usize;
+            if id >= self.rows {
+                return Err(Error::Invalid(format!(
+                    "row {id} of `{name}`, which has {} rows",
+                    self.rows
+                )));
+            }
+            let bytes = &map[start + id * self.cols * 4..][..self.cols * 4];
+            out.extend(
+                bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            );
+        }
+        Ok(Tensor::from_vec(
+            out,
+            (ids.len(), self.cols),
+            &inner.device,
+        )?)
     }
 }
 

@@ -262,7 +262,7 @@ fn bin_and_safetensors_give_identical_outputs() {
     let pixels = clip.pixel_values(&[img]).unwrap();
     let run = |file: &str| {
         let w = Weights::from_file(&dir.join(file), DType::F32, &Device::Cpu).unwrap();
-        let m = AltClipModel::load(&w, &config).unwrap();
+        let m = AltClipModel::load(&w, &config, altclip::Towers::Both).unwrap();
         let t: Vec<Vec<f32>> = m.text_features(&inputs).unwrap().to_vec2().unwrap();
         let i: Vec<Vec<f32>> = m.image_features(&pixels).unwrap().to_vec2().unwrap();
         (t, i, m.parameter_count())
@@ -506,4 +506,26 @@ fn vision_layers_saved_as_layer_by_transformers_5_load() {
         1e-4,
     );
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A text-only load (a text query's) gives the same text features, refuses
+/// images with a clear error, and loads fewer parameters.
+#[test]
+fn text_tower_alone_embeds_texts_identically() {
+    let dir = fixtures().join("tiny-224");
+    let both = AltClip::load(dir.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let opts = LoadOptions {
+        towers: altclip::Towers::Text,
+        ..LoadOptions::default()
+    };
+    let text = AltClip::load(dir.to_str().unwrap(), &opts).unwrap();
+    let texts = ["一只猫", "a photo of a dog"];
+    assert_eq!(
+        text.text_features(&texts).unwrap(),
+        both.text_features(&texts).unwrap()
+    );
+    let img = open_rgb(&fixtures().join("images/photo.png"), DEFAULT_MAX_PIXELS).unwrap();
+    let err = text.image_features(&[img]).unwrap_err().to_string();
+    assert!(err.contains("without its vision tower"), "{err}");
+    assert!(text.model().parameter_count() < both.model().parameter_count());
 }
