@@ -1,6 +1,6 @@
 //! GFLOP/s of one linear layer, candle's matmul against the packed kernels,
-//! after the machine's ceiling: FMA (f32) and `vdpbf16ps` (bf16) chains on
-//! registers only, on every thread.
+//! after the machine's ceiling: FMA (f32), `vdpbf16ps` (bf16) and `vpdpbusd`
+//! (int8, GOP/s) chains on registers only, on every thread.
 //!
 //! `cargo run --release -p altclip-kernels --example linear_rate [M,K,N ...]`
 //! (default: the ViT-L/14 batch-8 and XLM-R batch-1 shapes).
@@ -125,6 +125,11 @@ mod peak {
         chains!("vdpbf16ps");
     }
 
+    /// 16 lanes × 4 byte products × 2.
+    fn dp_int8() {
+        chains!("vpdpbusd");
+    }
+
     /// GFLOP/s of `f` run on every thread at once.
     fn rate(flop_per_insn: f64, f: fn()) -> f64 {
         let threads = rayon::current_num_threads();
@@ -139,6 +144,9 @@ mod peak {
             let mut line = format!("ceiling: f32 FMA {f32_peak:.0}");
             if is_x86_feature_detected!("avx512bf16") {
                 line += &format!(", bf16 vdpbf16ps {:.0}", rate(64.0, dp_bf16));
+            }
+            if is_x86_feature_detected!("avx512vnni") {
+                line += &format!(", int8 vpdpbusd {:.0}", rate(128.0, dp_int8));
             }
             println!("{line} GFLOP/s");
         }
