@@ -80,18 +80,22 @@ def export(model_dir: Path) -> dict[str, Path]:
     out.mkdir(exist_ok=True)
     model = AltCLIPModel.from_pretrained(str(model_dir), dtype=torch.float32).eval()
 
-    class Image(torch.nn.Module):
-        def forward(self, pixel_values):
-            return model.get_image_features(pixel_values=pixel_values).pooler_output
+    class Tower(torch.nn.Module):
+        """One tower's features, with the model registered so that its weights export as weights."""
 
-    class Text(torch.nn.Module):
-        def forward(self, input_ids, attention_mask):
-            return model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+        def __init__(self, kind):
+            super().__init__()
+            self.model, self.kind = model, kind
+
+        def forward(self, *x):
+            if self.kind == "image":
+                return self.model.get_image_features(pixel_values=x[0]).pooler_output
+            return self.model.get_text_features(input_ids=x[0], attention_mask=x[1]).pooler_output
 
     cfg = model.config.to_dict()
     for kind, module, names, axes in [
-        ("image", Image(), ["pixel_values"], {"pixel_values": {0: "batch"}}),
-        ("text", Text(), ["input_ids", "attention_mask"],
+        ("image", Tower("image"), ["pixel_values"], {"pixel_values": {0: "batch"}}),
+        ("text", Tower("text"), ["input_ids", "attention_mask"],
          {"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"}}),
     ]:
         path = files[(kind, "f32")]
@@ -99,7 +103,7 @@ def export(model_dir: Path) -> dict[str, Path]:
             x = inputs(cfg, kind, 2, 16)
             args = tuple(torch.from_numpy(x[n]) for n in names)
             print(f"exporting {path} ...", file=sys.stderr, flush=True)
-            with torch.inference_mode():
+            with torch.no_grad():
                 torch.onnx.export(module, args, str(path), input_names=names, output_names=["features"],
                                   dynamic_axes={**axes, "features": {0: "batch"}}, opset_version=17,
                                   dynamo=False, external_data=True)

@@ -4,11 +4,12 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use altclip::Towers;
 use anyhow::Result;
 use serde::Serialize;
 
 use crate::common::{
-    image_features, print_json_line, progress, read_texts_file, ImageArgs, ModelArgs,
+    image_features, load_towers, print_json_line, progress, read_texts_file, ImageArgs, ModelArgs,
 };
 
 /// One output line; field order is the documented contract.
@@ -84,7 +85,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if args.image.is_empty() && texts.is_empty() {
         anyhow::bail!("nothing to embed: give --image, --text or --texts-file");
     }
-    let clip = args.model.load()?;
+    // Only the towers the inputs need: a text-only run skips the vision tower.
+    let towers = match (args.image.is_empty(), texts.is_empty()) {
+        (true, _) => Towers::Text,
+        (false, true) => Towers::Vision,
+        (false, false) => Towers::Both,
+    };
+    let clip = load_towers(&args.model.settings, &args.model.model, towers)?;
     let batch = args.batch_size as usize;
     let finish = |v: Vec<Vec<f32>>| {
         if args.raw {

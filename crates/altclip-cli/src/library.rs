@@ -2,7 +2,7 @@
 //! of a photo library in one SQLite file.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use altclip::cache::model_key;
@@ -216,22 +216,7 @@ pub fn index(args: IndexArgs) -> Result<ExitCode> {
         (None, None) => find_db(&None)?,
     };
     if args.errors {
-        anyhow::ensure!(
-            db_path.is_file(),
-            "{}: no such index database; build it with `altclip index DIR`",
-            db_path.display()
-        );
-        let db = Index::open(&db_path)?;
-        let errors = db.errors()?;
-        let mut out = std::io::stdout().lock();
-        for e in &errors {
-            if args.json {
-                print_json_line(&mut out, e)?;
-            } else {
-                writeln!(out, "{}\t{}", e.path, e.reason)?;
-            }
-        }
-        return Ok(ExitCode::SUCCESS);
+        return print_errors(&db_path, args.json);
     }
     for p in &args.paths {
         anyhow::ensure!(p.is_dir(), "{}: not a directory", p.display());
@@ -275,47 +260,73 @@ pub fn index(args: IndexArgs) -> Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!(
-            "{}: {} images found, {} embedded, {} reused (renamed {}), {} unchanged, {} failed, {} removed, {} missing",
-            db_path.display(),
-            report.found,
-            report.embedded,
-            report.reused,
-            report.renamed,
-            report.unchanged,
-            report.failed + report.known_errors,
-            report.removed,
-            report.missing
-        );
-        if let Some((_, c)) = altclip_index::ann::status(&db_path)? {
-            println!(
-                "search graph: recall@10 {:.3} at ef {}, {:.1} ms per query vs {:.1} ms for the \
-                 exact scan: searches {}",
-                c.recall,
-                c.ef,
-                c.graph_ms,
-                c.scan_ms,
-                if c.graph_is_faster() {
-                    "use the graph"
-                } else {
-                    "scan (faster here)"
-                }
-            );
-        }
-        if report.failed + report.known_errors > 0 {
-            println!(
-                "see the failures with: altclip index --errors --db {}",
-                db_path.display()
-            );
-        }
-        if report.missing > 0 {
-            println!(
-                "{} indexed files are gone; --prune forgets them",
-                report.missing
-            );
+        print_report(&db_path, &report)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `altclip index --errors`: the files the index could not take, and why.
+fn print_errors(db_path: &Path, json: bool) -> Result<ExitCode> {
+    anyhow::ensure!(
+        db_path.is_file(),
+        "{}: no such index database; build it with `altclip index DIR`",
+        db_path.display()
+    );
+    let db = Index::open(db_path)?;
+    let errors = db.errors()?;
+    let mut out = std::io::stdout().lock();
+    for e in &errors {
+        if json {
+            print_json_line(&mut out, e)?;
+        } else {
+            writeln!(out, "{}\t{}", e.path, e.reason)?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The human summary of an indexing run, with the next command to run.
+fn print_report(db_path: &Path, report: &indexer::Report) -> Result<()> {
+    println!(
+        "{}: {} images found, {} embedded, {} reused (renamed {}), {} unchanged, {} failed, {} removed, {} missing",
+        db_path.display(),
+        report.found,
+        report.embedded,
+        report.reused,
+        report.renamed,
+        report.unchanged,
+        report.failed + report.known_errors,
+        report.removed,
+        report.missing
+    );
+    if let Some((_, c)) = altclip_index::ann::status(db_path)? {
+        println!(
+            "search graph: recall@10 {:.3} at ef {}, {:.1} ms per query vs {:.1} ms for the \
+             exact scan: searches {}",
+            c.recall,
+            c.ef,
+            c.graph_ms,
+            c.scan_ms,
+            if c.graph_is_faster() {
+                "use the graph"
+            } else {
+                "scan (faster here)"
+            }
+        );
+    }
+    if report.failed + report.known_errors > 0 {
+        println!(
+            "see the failures with: altclip index --errors --db {}",
+            db_path.display()
+        );
+    }
+    if report.missing > 0 {
+        println!(
+            "{} indexed files are gone; --prune forgets them",
+            report.missing
+        );
+    }
+    Ok(())
 }
 
 /// Search an index with text, an image, or a weighted mix.

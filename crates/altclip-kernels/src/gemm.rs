@@ -57,10 +57,22 @@ pub fn int8_scale(max_abs: f32) -> f32 {
     }
 }
 
+/// `x` rounded to the nearest integer, ties to even, for |x| < 2²²: adding
+/// and subtracting 1.5·2²³ rounds in the FPU, where `f32::round` would call
+/// libm once per element of a model's weights.
+#[inline(always)]
+fn round_small(x: f32) -> i32 {
+    const MAGIC: f32 = 12_582_912.0;
+    // Out-of-range values (NaN, huge) are clamped by the callers' range.
+    #[allow(clippy::manual_clamp)]
+    let x = x.max(-4_194_304.0).min(4_194_304.0);
+    ((x + MAGIC) - MAGIC) as i32
+}
+
 /// `x / scale` rounded to the nearest integer in [-127, 127].
 #[inline(always)]
 pub fn quantize(x: f32, inv_scale: f32) -> i32 {
-    ((x * inv_scale).round() as i32).clamp(-127, 127)
+    round_small(x * inv_scale).clamp(-127, 127)
 }
 
 /// The asymmetric u8 quantisation of a row of activations (`vpdpbusd`
@@ -88,14 +100,14 @@ impl RowQuant {
         let scale = range / 255.0;
         Self {
             scale,
-            zero: ((-lo / scale).round() as i32).clamp(0, 255),
+            zero: round_small(-lo / scale).clamp(0, 255),
         }
     }
 
     /// The byte of `x`.
     #[inline(always)]
     pub fn byte(self, x: f32, inv_scale: f32) -> u32 {
-        ((x * inv_scale).round() as i32 + self.zero).clamp(0, 255) as u32
+        (round_small(x * inv_scale) + self.zero).clamp(0, 255) as u32
     }
 }
 
@@ -192,41 +204,56 @@ impl PackedB {
         let len = panels * rows * NR;
         let mut data = Storage::zeroed(len);
         let at = |j: usize, kk: usize| if kk < k { w[j * sn + kk * sk] } else { 0.0 };
-        let quant = (precision == Precision::Int8).then(|| {
-            let scales: Vec<f32> = (0..n)
-                .map(|j| int8_scale((0..k).map(|kk| at(j, kk).abs()).fold(0.0, f32::max)))
-                .collect();
-            let sums = (0..n)
-                .map(|j| (0..k).map(|kk| quantize(at(j, kk), 1.0 / scales[j])).sum())
-                .collect();
-            ColumnQuant { scales, sums }
-        });
-        let fill = |(p, panel): (usize, &mut [u32])| {
+        // int8: per column (a row of the weight) its scale first; the sums of
+        // the quantised columns are taken while packing, panel by panel.
+        let scales: Vec<f32> = match precision {
+            Precision::Int8 => {
+                let column = |j: usize| match sk {
+                    1 => int8_scale(w[j * sn..][..k].iter().fold(0f32, |m, x| m.max(x.abs()))),
+                    _ => int8_scale((0..k).map(|kk| at(j, kk).abs()).fold(0.0, f32::max)),
+                };
+                if n * k >= SMALL {
+                    (0..n).into_par_iter().map(column).collect()
+                } else {
+                    (0..n).map(column).collect()
+                }
+            }
+            _ => Vec::new(),
+        };
+        // Fills panel `p`; returns the sums of its quantised columns (int8).
+        let fill = |(p, panel): (usize, &mut [u32])| -> [i32; NR] {
+            let mut sums = [0i32; NR];
             for j in p * NR..n.min((p + 1) * NR) {
+                let inv = scales.get(j).map_or(1.0, |s| 1.0 / s);
+                let sum = &mut sums[j % NR];
                 for r in 0..rows {
-                    panel[r * NR + j % NR] = match (precision, &quant) {
-                        (Precision::F32, _) => at(j, r).to_bits(),
-                        (Precision::Bf16, _) => {
+                    panel[r * NR + j % NR] = match precision {
+                        Precision::F32 => at(j, r).to_bits(),
+                        Precision::Bf16 => {
                             bf16_bits(at(j, 2 * r)) | (bf16_bits(at(j, 2 * r + 1)) << 16)
                         }
-                        (Precision::Int8, Some(q)) => {
-                            let inv = 1.0 / q.scales[j];
-                            (0..4).fold(0u32, |word, t| {
-                                let byte = quantize(at(j, 4 * r + t), inv) as u8 as u32;
-                                word | (byte << (8 * t))
-                            })
-                        }
-                        (Precision::Int8, None) => unreachable!("int8 weights are quantised"),
+                        Precision::Int8 => (0..4).fold(0u32, |word, t| {
+                            let q = quantize(at(j, 4 * r + t), inv);
+                            *sum += q;
+                            word | ((q as u8 as u32) << (8 * t))
+                        }),
                     };
                 }
             }
+            sums
         };
         let out = data.as_mut_slice(len);
-        if len >= SMALL {
-            out.par_chunks_mut(rows * NR).enumerate().for_each(fill);
+        let panel_sums: Vec<[i32; NR]> = if len >= SMALL {
+            out.par_chunks_mut(rows * NR)
+                .enumerate()
+                .map(fill)
+                .collect()
         } else {
-            out.chunks_mut(rows * NR).enumerate().for_each(fill);
-        }
+            out.chunks_mut(rows * NR).enumerate().map(fill).collect()
+        };
+        let mut sums: Vec<i32> = panel_sums.into_iter().flatten().collect();
+        sums.truncate(n);
+        let quant = (precision == Precision::Int8).then_some(ColumnQuant { scales, sums });
         Self {
             kernel,
             n,
