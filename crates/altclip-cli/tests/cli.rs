@@ -439,6 +439,49 @@ fn run_eval(args: &[&str], out: &Path) -> (Output, Value) {
     (output, result)
 }
 
+/// `altclip eval zeroshot` of the tiny model on `dataset` with the fixture
+/// class names and templates, in `language`, plus `extra` flags.
+fn eval_zeroshot(dataset: &Path, language: &str, extra: &[&str], out: &Path) -> (Output, Value) {
+    let (m, data) = (model(), eval_data());
+    let (classnames, templates) = (data.join("classnames.json"), data.join("templates.json"));
+    let mut args = vec![
+        "eval",
+        "zeroshot",
+        "--model",
+        &m,
+        "--dataset",
+        dataset.to_str().unwrap(),
+        "--classnames",
+        classnames.to_str().unwrap(),
+        "--templates",
+        templates.to_str().unwrap(),
+        "--language",
+        language,
+    ];
+    args.extend(extra);
+    run_eval(&args, out)
+}
+
+/// `altclip eval retrieval` of the tiny model on the fixture images with
+/// `captions`, in `language`, plus `extra` flags.
+fn eval_retrieval(captions: &Path, language: &str, extra: &[&str], out: &Path) -> (Output, Value) {
+    let (m, images) = (model(), eval_data().join("retrieval/images"));
+    let mut args = vec![
+        "eval",
+        "retrieval",
+        "--model",
+        &m,
+        "--images",
+        images.to_str().unwrap(),
+        "--captions",
+        captions.to_str().unwrap(),
+        "--language",
+        language,
+    ];
+    args.extend(extra);
+    run_eval(&args, out)
+}
+
 fn assert_metrics_match(what: &str, ours: &Value, reference: &Value) {
     let ours = ours.as_object().unwrap();
     let reference = reference.as_object().unwrap();
@@ -461,38 +504,15 @@ fn assert_metrics_match(what: &str, ours: &Value, reference: &Value) {
 
 #[test]
 fn eval_zeroshot_matches_transformers_and_reports_unreadable_images() {
-    let m = model();
     let dir = temp_dir("eval-zeroshot");
     let cache = dir.join("cache");
     let data = eval_data();
     let reference = eval_reference();
-    let (folder, classnames, templates, csv) = (
-        data.join("imagefolder"),
-        data.join("classnames.json"),
-        data.join("templates.json"),
-        data.join("labels.csv"),
-    );
+    let (folder, csv) = (data.join("imagefolder"), data.join("labels.csv"));
     for language in ["en", "zh"] {
         let out = dir.join(format!("folder-{language}.json"));
-        let (output, result) = run_eval(
-            &[
-                "eval",
-                "zeroshot",
-                "--model",
-                &m,
-                "--dataset",
-                folder.to_str().unwrap(),
-                "--classnames",
-                classnames.to_str().unwrap(),
-                "--templates",
-                templates.to_str().unwrap(),
-                "--language",
-                language,
-                "--cache-dir",
-                cache.to_str().unwrap(),
-            ],
-            &out,
-        );
+        let cache_dir = ["--cache-dir", cache.to_str().unwrap()];
+        let (output, result) = eval_zeroshot(&folder, language, &cache_dir, &out);
         assert_eq!(
             output.status.code(),
             Some(1),
@@ -513,23 +533,8 @@ fn eval_zeroshot_matches_transformers_and_reports_unreadable_images() {
     }
     // The CSV layout of the same samples gives the same numbers, from the cache.
     let out = dir.join("csv.json");
-    let (output, result) = run_eval(
-        &[
-            "eval",
-            "zeroshot",
-            "--model",
-            &m,
-            "--dataset",
-            csv.to_str().unwrap(),
-            "--classnames",
-            classnames.to_str().unwrap(),
-            "--templates",
-            templates.to_str().unwrap(),
-            "--cache-dir",
-            cache.to_str().unwrap(),
-        ],
-        &out,
-    );
+    let cache_dir = ["--cache-dir", cache.to_str().unwrap()];
+    let (output, result) = eval_zeroshot(&csv, "en", &cache_dir, &out);
     assert!(
         output.status.success(),
         "{}",
@@ -557,32 +562,13 @@ fn walk_count(dir: &Path) -> usize {
 /// model are those of transformers' f32 run.
 #[test]
 fn eval_figures_hold_under_int8() {
-    let m = model();
     let dir = temp_dir("eval-int8");
     let data = eval_data();
     let reference = eval_reference();
+    let int8 = ["--dtype", "int8", "--no-cache"];
     for language in ["en", "zh"] {
         let out = dir.join(format!("zeroshot-{language}.json"));
-        let (_, result) = run_eval(
-            &[
-                "eval",
-                "zeroshot",
-                "--model",
-                &m,
-                "--dtype",
-                "int8",
-                "--dataset",
-                data.join("imagefolder").to_str().unwrap(),
-                "--classnames",
-                data.join("classnames.json").to_str().unwrap(),
-                "--templates",
-                data.join("templates.json").to_str().unwrap(),
-                "--language",
-                language,
-                "--no-cache",
-            ],
-            &out,
-        );
+        let (_, result) = eval_zeroshot(&data.join("imagefolder"), language, &int8, &out);
         assert_metrics_match(
             &format!("int8 zeroshot {language}"),
             &result["metrics"],
@@ -590,24 +576,7 @@ fn eval_figures_hold_under_int8() {
         );
         let out = dir.join(format!("retrieval-{language}.json"));
         let captions = data.join(format!("retrieval/captions_{language}.tsv"));
-        let (output, result) = run_eval(
-            &[
-                "eval",
-                "retrieval",
-                "--model",
-                &m,
-                "--dtype",
-                "int8",
-                "--images",
-                data.join("retrieval/images").to_str().unwrap(),
-                "--captions",
-                captions.to_str().unwrap(),
-                "--language",
-                language,
-                "--no-cache",
-            ],
-            &out,
-        );
+        let (output, result) = eval_retrieval(&captions, language, &int8, &out);
         assert!(
             output.status.success(),
             "{}",
@@ -624,9 +593,7 @@ fn eval_figures_hold_under_int8() {
 
 #[test]
 fn eval_retrieval_matches_transformers_in_every_caption_format() {
-    let m = model();
     let dir = temp_dir("eval-retrieval");
-    let images = eval_data().join("retrieval/images");
     let reference = eval_reference();
     for language in ["en", "zh"] {
         for (file, format) in [
@@ -640,24 +607,8 @@ fn eval_retrieval_matches_transformers_in_every_caption_format() {
         ] {
             let captions = eval_data().join("retrieval").join(&file);
             let out = dir.join(format!("{file}.json"));
-            let (output, result) = run_eval(
-                &[
-                    "eval",
-                    "retrieval",
-                    "--model",
-                    &m,
-                    "--images",
-                    images.to_str().unwrap(),
-                    "--captions",
-                    captions.to_str().unwrap(),
-                    "--format",
-                    format,
-                    "--language",
-                    language,
-                    "--no-cache",
-                ],
-                &out,
-            );
+            let flags = ["--format", format, "--no-cache"];
+            let (output, result) = eval_retrieval(&captions, language, &flags, &out);
             assert!(
                 output.status.success(),
                 "{file}: {}",
