@@ -9,7 +9,8 @@
 //! backward pass; training uses candle's matmul.
 //!
 //! Kernels: AVX2 + FMA and AVX-512F for f32, AVX512-BF16 (`vdpbf16ps`: bf16
-//! products, f32 sums) for bf16. [`Kernel::select`] checks each kernel on a
+//! products, f32 sums) for bf16, AVX512-VNNI (`vpdpbusd`: u8 × i8 products,
+//! i32 sums, dequantised in the epilogue) for int8. [`Kernel::select`] checks each kernel on a
 //! small layer before first use; `ALTCLIP_KERNELS=candle` makes it pick
 //! none, and a kernel's [`Kernel::flag_name`] (e.g. `avx2`) that kernel only.
 
