@@ -185,6 +185,8 @@ fn report(
     Report {
         dataset,
         model: common.model.model.clone(),
+        pretrained: (common.model.settings.revision.clone())
+            .unwrap_or_else(|| common.model.model.clone()),
         task,
         language: common.language.clone(),
         metrics: outcome.metrics,

@@ -68,6 +68,14 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // Like any Unix filter, end quietly when the reader of stdout goes away
+    // (`altclip info | head`): Rust ignores SIGPIPE, so every print would
+    // otherwise panic with "Broken pipe".
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of a signal, before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -230,6 +230,31 @@ fn similarity_is_a_softmax_per_image() {
     assert!(lines[1]["error"].is_string());
 }
 
+/// `altclip info | true`: the reader goes away before the output is written;
+/// the process ends quietly, as Unix tools do, instead of panicking.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_ends_the_process_without_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_altclip"))
+        .args(["info", "--model", &model()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        out.status.signal(),
+        Some(13),
+        "killed by SIGPIPE: {:?}",
+        out.status
+    );
+}
+
 #[test]
 fn threads_and_forced_kernels_reach_the_engine() {
     let m = model();
@@ -524,6 +549,17 @@ fn eval_zeroshot_matches_transformers_and_reports_unreadable_images() {
             &reference["zeroshot"][language]["metrics"],
         );
         assert_eq!(result["task"], "zeroshot_classification");
+        // clip_benchmark build reads these keys.
+        for key in [
+            "dataset",
+            "model",
+            "pretrained",
+            "task",
+            "metrics",
+            "language",
+        ] {
+            assert!(!result[key].is_null(), "{key} missing from the result");
+        }
         assert_eq!(result["language"], language);
         assert_eq!(result["num_images"], 9);
         assert!(result["unreadable_images"][0]

@@ -111,11 +111,15 @@ pub fn zeroshot_retrieval(
     })
 }
 
-/// CLIP_benchmark's result schema plus what a reader needs to trust it.
+/// CLIP_benchmark's result schema (`dataset, model, pretrained, task,
+/// metrics, language`, which `clip_benchmark build` reads) plus what a
+/// reader needs to trust it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub dataset: String,
     pub model: String,
+    /// The checkpoint of `model`: its Hub revision, or the model itself.
+    pub pretrained: String,
     pub task: &'static str,
     pub language: String,
     pub metrics: serde_json::Map<String, serde_json::Value>,

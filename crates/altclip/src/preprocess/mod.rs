@@ -152,6 +152,17 @@ impl PreprocessorConfig {
             ) => Some((h, w)),
             (true, Some(other)) => return Err(bad(format!("unsupported `crop_size` {other:?}"))),
         };
+        // transformers raises on a zero size; a zero would make empty images here.
+        let zero_resize = match resize {
+            Some(ResizeTo::ShortestEdge(s)) => s == 0,
+            Some(ResizeTo::Exact { height, width }) => height == 0 || width == 0,
+            None => false,
+        };
+        if zero_resize || crop.is_some_and(|(h, w)| h == 0 || w == 0) {
+            return Err(bad(format!(
+                "`size` {resize:?} and `crop_size` {crop:?} must be at least 1 pixel"
+            )));
+        }
         let code = raw.resample.unwrap_or(3);
         let filter = Filter::from_pil(code).ok_or_else(|| {
             bad(format!(
@@ -311,6 +322,29 @@ mod tests {
         let mut config = PreprocessorConfig::clip_default(size);
         config.crop = Some((crop, crop));
         Preprocessor { config }
+    }
+
+    #[test]
+    fn zero_sizes_are_refused_naming_the_file() {
+        let dir = std::env::temp_dir().join(format!("altclip-zero-size-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("preprocessor_config.json");
+        for config in [
+            r#"{"size": {"shortest_edge": 0}}"#,
+            r#"{"size": 0}"#,
+            r#"{"size": {"height": 0, "width": 224}}"#,
+            r#"{"crop_size": {"height": 224, "width": 0}}"#,
+        ] {
+            std::fs::write(&path, config).unwrap();
+            let err = PreprocessorConfig::from_file(&path)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("preprocessor_config.json") && err.contains("at least 1 pixel"),
+                "{config}: {err}"
+            );
+        }
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
