@@ -93,6 +93,13 @@ pub enum Error {
         limit: u64,
     },
 
+    /// The model computed NaN or infinity.
+    #[error(
+        "{what} are not finite (NaN or infinity): the weights or the preprocessing settings hold \
+         values the model cannot compute with"
+    )]
+    NonFinite { what: String },
+
     /// An invalid argument passed to the library.
     #[error("{0}")]
     Invalid(String),

@@ -366,7 +366,10 @@ impl AltClip {
             return Ok(Vec::new());
         }
         let inputs = TextInputs::new(ids, self.tokenizer.pad_id(), &self.device)?;
-        Ok(self.model.text_features(&inputs)?.to_vec2()?)
+        finite(
+            self.model.text_features(&inputs)?.to_vec2()?,
+            "text features",
+        )
     }
 
     /// Text stage 2: L2-normalised embeddings of tokenized texts.
@@ -427,7 +430,7 @@ impl AltClip {
             )));
         }
         let t = self.pixel_tensor(pixels.concat(), pixels.len())?;
-        Ok(self.model.image_features(&t)?.to_vec2()?)
+        finite(self.model.image_features(&t)?.to_vec2()?, "image features")
     }
 
     /// Image stage 2: L2-normalised embeddings of preprocessed images.
@@ -440,10 +443,8 @@ impl AltClip {
         if images.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(self
-            .model
-            .image_features(&self.pixel_values(images)?)?
-            .to_vec2()?)
+        let features = self.model.image_features(&self.pixel_values(images)?)?;
+        finite(features.to_vec2()?, "image features")
     }
 
     /// L2-normalised image embeddings of RGB images (as
@@ -458,6 +459,16 @@ impl AltClip {
         let img = self.embed_images(images)?;
         let txt = self.embed_texts(texts)?;
         softmax_similarity(&img, &txt, self.logit_scale(), &self.device)
+    }
+}
+
+/// `rows`, unless one holds a NaN or an infinity: an error, not an answer.
+fn finite(rows: Vec<Vec<f32>>, what: &str) -> Result<Vec<Vec<f32>>> {
+    match rows.iter().position(|r| r.iter().any(|v| !v.is_finite())) {
+        Some(i) => Err(Error::NonFinite {
+            what: format!("the {what} of input {i}"),
+        }),
+        None => Ok(rows),
     }
 }
 

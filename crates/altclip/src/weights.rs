@@ -29,6 +29,7 @@ pub const WEIGHT_FILES: [&str; 3] = [
 
 /// One memory-mapped `.safetensors` file.
 struct MappedFile {
+    path: PathBuf,
     mmap: memmap2::Mmap,
     /// Byte offset of the tensor data (after the length prefix and JSON header).
     data_start: usize,
@@ -48,6 +49,7 @@ impl MappedFile {
         let (header_len, metadata) = safetensors::SafeTensors::read_metadata(&mmap)
             .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
         Ok(Self {
+            path: path.to_path_buf(),
             mmap,
             data_start: 8 + header_len,
             metadata,
@@ -85,9 +87,13 @@ impl MappedFile {
         let Some((info, range)) = self.locate(name) else {
             return Ok(None);
         };
+        let bad = |e: &dyn std::fmt::Display| Error::BadWeights {
+            path: self.path.clone(),
+            reason: format!("tensor `{name}` ({:?} {:?}): {e}", info.dtype, info.shape),
+        };
         let view = TensorView::new(info.dtype, info.shape.clone(), &self.mmap[range.clone()])
-            .map_err(|e| Error::Invalid(format!("tensor `{name}`: {e}")))?;
-        let tensor = view.load(device)?;
+            .map_err(|e| bad(&e))?;
+        let tensor = view.load(device).map_err(|e| bad(&e))?;
         self.release(range);
         Ok(Some(tensor))
     }
@@ -604,5 +610,18 @@ pub fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
     })?;
     let dir = index.parent().unwrap_or(Path::new("."));
     let names: BTreeSet<String> = parsed.weight_map.into_values().collect();
+    // A shard is a file beside the index: no directories, no `..`, no absolute paths.
+    if let Some(bad) = names.iter().find(|n| {
+        let mut parts = Path::new(n.as_str()).components();
+        !matches!(
+            (parts.next(), parts.next()),
+            (Some(std::path::Component::Normal(_)), None)
+        )
+    }) {
+        return Err(Error::BadWeights {
+            path: index.to_path_buf(),
+            reason: format!("shard `{bad}` is not a file name in the index's directory"),
+        });
+    }
     Ok(names.into_iter().map(|n| dir.join(n)).collect())
 }

@@ -529,3 +529,54 @@ fn text_tower_alone_embeds_texts_identically() {
     assert!(err.contains("without its vision tower"), "{err}");
     assert!(text.model().parameter_count() < both.model().parameter_count());
 }
+
+/// NaN in the weights is an error naming what was computed, not a row of nulls.
+#[test]
+fn non_finite_features_are_errors() {
+    let src = fixtures().join("tiny-224");
+    let mut tensors =
+        candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
+    let w = &tensors["text_projection.weight"];
+    let nan = (w.ones_like().unwrap() * f64::NAN).unwrap();
+    tensors.insert("text_projection.weight".into(), nan);
+    let dir = edited_copy("nan-weights", |_| {});
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+    let clip = AltClip::load(dir.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let err = clip.embed_texts(&["一只猫"]).unwrap_err().to_string();
+    assert!(
+        err.contains("text features of input 0 are not finite"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A tensor of a dtype the engine cannot load names the file and the tensor;
+/// a shard index may only name files beside it.
+#[test]
+fn weight_file_errors_name_the_file_and_tensor() {
+    use altclip::weights::Weights;
+    let dir = std::env::temp_dir().join(format!("altclip-bool-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("model.safetensors");
+    let data = [1u8, 0, 1, 1];
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::BOOL, vec![4], &data).unwrap();
+    safetensors::serialize_to_file([("flags", view)], None, &path).unwrap();
+    let w = Weights::from_file(&path, DType::F32, &Device::Cpu).unwrap();
+    let err = w.get(&[4], "flags").unwrap_err().to_string();
+    assert!(
+        err.contains("model.safetensors") && err.contains("`flags`"),
+        "{err}"
+    );
+    let index = dir.join("model.safetensors.index.json");
+    std::fs::write(&index, r#"{"weight_map": {"a": "../outside.safetensors"}}"#).unwrap();
+    let err = Weights::from_file(&index, DType::F32, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("../outside.safetensors") && err.contains("index's directory"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -177,6 +177,12 @@ impl PreprocessorConfig {
             .image_std
             .map(|s| s.channels())
             .unwrap_or(OPENAI_CLIP_STD);
+        let finite = |v: &[f64; 3]| v.iter().all(|x| x.is_finite());
+        if !finite(&mean) || !finite(&std) || std.contains(&0.0) {
+            return Err(bad(format!(
+                "image_mean {mean:?} and image_std {std:?} must be finite, and image_std non-zero"
+            )));
+        }
         Ok(Self {
             resize,
             filter,
@@ -325,7 +331,7 @@ mod tests {
     }
 
     #[test]
-    fn zero_sizes_are_refused_naming_the_file() {
+    fn zero_sizes_and_stds_are_refused_naming_the_file() {
         let dir = std::env::temp_dir().join(format!("altclip-zero-size-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("preprocessor_config.json");
@@ -334,13 +340,15 @@ mod tests {
             r#"{"size": 0}"#,
             r#"{"size": {"height": 0, "width": 224}}"#,
             r#"{"crop_size": {"height": 224, "width": 0}}"#,
+            r#"{"image_std": [0, 0, 0]}"#,
         ] {
             std::fs::write(&path, config).unwrap();
             let err = PreprocessorConfig::from_file(&path)
                 .unwrap_err()
                 .to_string();
             assert!(
-                err.contains("preprocessor_config.json") && err.contains("at least 1 pixel"),
+                err.contains("preprocessor_config.json")
+                    && (err.contains("at least 1 pixel") || err.contains("non-zero")),
                 "{config}: {err}"
             );
         }
