@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use altclip::args::ModelSettings;
 use altclip::cache::{content_hash, EmbeddingCache};
-use altclip::preprocess::{decode_rgb, DEFAULT_MAX_PIXELS};
+use altclip::preprocess::DEFAULT_MAX_PIXELS;
 use altclip::{AltClip, LoadOptions, TextTokenizer, Towers};
 use anyhow::{Context, Result};
 use image::RgbImage;
@@ -104,7 +104,12 @@ enum Prepared {
 }
 
 /// Reads, hashes, looks up and decodes one file.
-fn prepare(path: &Path, max_pixels: u64, cache: Option<&EmbeddingCache>) -> Prepared {
+fn prepare(
+    path: &Path,
+    clip: &AltClip,
+    max_pixels: u64,
+    cache: Option<&EmbeddingCache>,
+) -> Prepared {
     let name = path.display().to_string();
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
@@ -116,7 +121,7 @@ fn prepare(path: &Path, max_pixels: u64, cache: Option<&EmbeddingCache>) -> Prep
             return Prepared::Cached(v);
         }
     }
-    match decode_rgb(&bytes, &name, max_pixels) {
+    match clip.decode_image(&bytes, &name, max_pixels) {
         Ok(img) => Prepared::Decoded(img, hash),
         Err(e @ altclip::Error::TooManyPixels { .. }) => {
             Prepared::Failed(format!("{e}; raise --max-pixels if you trust this file"))
@@ -138,7 +143,7 @@ pub fn image_features(
     use rayon::prelude::*;
     let mut prepared: Vec<Prepared> = paths
         .par_iter()
-        .map(|p| prepare(p, max_pixels, cache))
+        .map(|p| prepare(p, clip, max_pixels, cache))
         .collect();
     let mut images = Vec::new();
     for item in &mut prepared {

@@ -230,6 +230,40 @@ fn similarity_is_a_softmax_per_image() {
     assert!(lines[1]["error"].is_string());
 }
 
+/// A tiny PNG whose shortest-edge resize would be 224×22,400,000 pixels is
+/// refused in its place; the image beside it is still embedded.
+#[test]
+fn an_extreme_aspect_ratio_is_refused_without_losing_the_batch() {
+    let dir = temp_dir("strip");
+    let strip = dir.join("strip.png");
+    let file = std::fs::File::create(&strip).unwrap();
+    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), 1, 100_000);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_compression(png::Compression::Fast);
+    let mut writer = encoder.write_header().unwrap();
+    writer.write_image_data(&vec![128u8; 100_000]).unwrap();
+    writer.finish().unwrap();
+    let m = model();
+    let out = altclip(&[
+        "embed",
+        "--model",
+        &m,
+        "--image",
+        &image("photo.png"),
+        "--image",
+        strip.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let lines = json_lines(&out);
+    assert!(lines[0]["embedding"].is_array(), "{}", lines[0]);
+    let err = lines[1]["error"].as_str().unwrap();
+    assert!(
+        err.contains("strip.png") && err.contains("aspect ratio"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// `altclip info | true`: the reader goes away before the output is written;
 /// the process ends quietly, as Unix tools do, instead of panicking.
 #[cfg(unix)]

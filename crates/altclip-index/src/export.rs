@@ -16,7 +16,6 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use altclip::preprocess::decode_rgb;
 use altclip::AltClip;
 use image::RgbImage;
 use parquet::data_type::{ByteArray, ByteArrayType};
@@ -193,7 +192,8 @@ pub fn export_shard(
     let max_pixels = opts.max_pixels;
     let load = |item: &Item| -> std::result::Result<RgbImage, String> {
         let bytes = std::fs::read(&item.image).map_err(|e| format!("cannot read: {e}"))?;
-        decode_rgb(&bytes, &item.image.display().to_string(), max_pixels).map_err(|e| e.to_string())
+        clip.decode_image(&bytes, &item.image.display().to_string(), max_pixels)
+            .map_err(|e| e.to_string())
     };
     let mut kept: Vec<&Item> = Vec::new();
     let mut image_rows: Vec<Vec<f32>> = Vec::new();

@@ -7,7 +7,6 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use altclip::cache::content_hash;
-use altclip::preprocess::decode_rgb;
 use altclip::AltClip;
 use image::RgbImage;
 
@@ -93,14 +92,15 @@ struct Loaded {
     outcome: std::result::Result<(String, RgbImage), String>,
 }
 
-fn load(stat: Stat, max_pixels: u64, max_file_bytes: u64) -> Loaded {
-    let outcome = read_and_decode(&stat, max_pixels, max_file_bytes);
+fn load(stat: Stat, clip: &AltClip, max_pixels: u64, max_file_bytes: u64) -> Loaded {
+    let outcome = read_and_decode(&stat, clip, max_pixels, max_file_bytes);
     Loaded { stat, outcome }
 }
 
 /// The content hash and the decoded image of one file, or why not.
 fn read_and_decode(
     stat: &Stat,
+    clip: &AltClip,
     max_pixels: u64,
     max_file_bytes: u64,
 ) -> std::result::Result<(String, RgbImage), String> {
@@ -115,7 +115,7 @@ fn read_and_decode(
     }
     let bytes = std::fs::read(&stat.path).map_err(|e| format!("cannot read: {e}"))?;
     let hash = content_hash(&bytes);
-    let img = decode_rgb(&bytes, &stat.path, max_pixels).map_err(|e| e.to_string())?;
+    let img = (clip.decode_image(&bytes, &stat.path, max_pixels)).map_err(|e| e.to_string())?;
     Ok((hash, img))
 }
 
@@ -150,7 +150,7 @@ pub fn run(
     pipelined(
         scan.todo,
         opts.batch_size.max(1),
-        |s| load(s, max_pixels, max_bytes),
+        |s| load(s, clip, max_pixels, max_bytes),
         |loaded: Vec<Loaded>| -> Result<()> {
             done += loaded.len();
             writer.write(loaded)?;

@@ -129,6 +129,10 @@ impl ApiError {
                      {limit} pixels (--max-pixels)"
                 ),
             },
+            e @ altclip::Error::ResizeTooLarge { .. } => ApiError::TooLarge {
+                param: param.to_string(),
+                message: e.to_string(),
+            },
             other => ApiError::Internal(other.to_string()),
         }
     }

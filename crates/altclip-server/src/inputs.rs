@@ -8,7 +8,6 @@ use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use altclip::preprocess::decode_rgb;
 use altclip::AltClip;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
@@ -239,11 +238,14 @@ pub fn load_image(
     limits: &Limits,
 ) -> Result<Decoded, ApiError> {
     let bytes = read_source(source, field, limits)?;
-    let img = decode_rgb(&bytes, field, limits.max_pixels)
+    let img = clip
+        .decode_image(&bytes, field, limits.max_pixels)
         .map_err(|e| ApiError::from_engine(field, e))?;
     let (width, height) = img.dimensions();
     Ok(Decoded {
-        pixels: clip.preprocess(&img),
+        pixels: clip
+            .preprocess(&img)
+            .map_err(|e| ApiError::from_engine(field, e))?,
         width,
         height,
     })

@@ -93,6 +93,19 @@ pub enum Error {
         limit: u64,
     },
 
+    /// An image whose resize would be enormous (an extreme aspect ratio).
+    #[error(
+        "a {width}x{height} image resizes to {resized_width}x{resized_height} pixels before the \
+         crop, over the limit of {limit} pixels: its aspect ratio is too extreme"
+    )]
+    ResizeTooLarge {
+        width: u32,
+        height: u32,
+        resized_width: u32,
+        resized_height: u32,
+        limit: u64,
+    },
+
     /// The model computed NaN or infinity.
     #[error(
         "{what} are not finite (NaN or infinity): the weights or the preprocessing settings hold \

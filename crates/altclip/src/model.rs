@@ -387,9 +387,24 @@ impl AltClip {
         self.embed_token_ids(&self.tokenize(texts)?)
     }
 
+    /// Decodes an image file's bytes as [`crate::preprocess::decode_rgb`]
+    /// does (`name` labels errors; at most `max_pixels`), then refuses an
+    /// image whose resize this model's preprocessor could not afford.
+    pub fn decode_image(&self, bytes: &[u8], name: &str, max_pixels: u64) -> Result<RgbImage> {
+        let img = crate::preprocess::decode_rgb(bytes, name, max_pixels)?;
+        self.preprocessor
+            .check_size(img.width(), img.height())
+            .map_err(|e| Error::Image {
+                input: name.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(img)
+    }
+
     /// Image stage 1: one image's pixel values, `[3, H, W]` row-major, as
-    /// `CLIPImageProcessor` computes them.
-    pub fn preprocess(&self, image: &RgbImage) -> Vec<f32> {
+    /// `CLIPImageProcessor` computes them; an image whose resize would be
+    /// enormous is refused (see [`Preprocessor::check_size`]).
+    pub fn preprocess(&self, image: &RgbImage) -> Result<Vec<f32>> {
         self.preprocessor.pixel_values(image)
     }
 
@@ -398,7 +413,7 @@ impl AltClip {
     pub fn pixel_values(&self, images: &[RgbImage]) -> Result<Tensor> {
         let mut data = Vec::with_capacity(images.len() * self.pixels_per_image());
         for img in images {
-            data.extend(self.preprocess(img));
+            data.extend(self.preprocess(img)?);
         }
         self.pixel_tensor(data, images.len())
     }

@@ -216,7 +216,7 @@ fn pixel_values_match_transformers() {
     let names = strings(&reference["images"]);
     for (name, r) in names.iter().zip(rows(&reference["pixel_values"])) {
         let img = open_rgb(&fixtures().join("images").join(name), DEFAULT_MAX_PIXELS).unwrap();
-        let ours = clip.preprocessor().pixel_values(&img);
+        let ours = clip.preprocessor().pixel_values(&img).unwrap();
         let max = ours
             .iter()
             .zip(&r)

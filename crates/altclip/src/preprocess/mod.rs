@@ -15,6 +15,9 @@ use crate::error::{Error, Result};
 pub use decode::{decode_rgb, open_rgb, to_rgb, DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS};
 pub use resample::Filter;
 
+/// Most pixels the resize step may produce: the decoder's default limit.
+pub const MAX_RESIZED_PIXELS: u64 = DEFAULT_MAX_PIXELS;
+
 /// OpenAI CLIP's channel means, transformers' default.
 pub const OPENAI_CLIP_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
 /// OpenAI CLIP's channel standard deviations, transformers' default.
@@ -240,6 +243,24 @@ impl Preprocessor {
         }
     }
 
+    /// Refuses a `width`×`height` image whose resize would be enormous: the
+    /// shortest-edge resize of a 1×100000 strip is 224×22,400,000 pixels
+    /// (15 GB as floats), though the strip itself is tiny.
+    pub fn check_size(&self, width: u32, height: u32) -> Result<()> {
+        let (w, h) = self.resize_shape(width, height);
+        let pixels = w as u64 * h as u64;
+        if pixels > MAX_RESIZED_PIXELS {
+            return Err(Error::ResizeTooLarge {
+                width,
+                height,
+                resized_width: w,
+                resized_height: h,
+                limit: MAX_RESIZED_PIXELS,
+            });
+        }
+        Ok(())
+    }
+
     /// The resize step alone, bit-exact with Pillow.
     pub fn resize(&self, img: &RgbImage) -> RgbImage {
         let (w, h) = self.resize_shape(img.width(), img.height());
@@ -293,8 +314,10 @@ impl Preprocessor {
         }
     }
 
-    /// Resize, crop, rescale and normalise: CHW `f32` values.
-    pub fn pixel_values(&self, img: &RgbImage) -> Vec<f32> {
+    /// Resize, crop, rescale and normalise: CHW `f32` values (after
+    /// [`Preprocessor::check_size`]).
+    pub fn pixel_values(&self, img: &RgbImage) -> Result<Vec<f32>> {
+        self.check_size(img.width(), img.height())?;
         let img = self.center_crop(&self.resize(img));
         let (w, h) = (img.width() as usize, img.height() as usize);
         let mut out = vec![0f32; 3 * h * w];
@@ -316,7 +339,7 @@ impl Preprocessor {
                 out[c * h * w + i] = v;
             }
         }
-        out
+        Ok(out)
     }
 }
 
