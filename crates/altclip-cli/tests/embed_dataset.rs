@@ -111,6 +111,26 @@ fn shards_match_embed_output_in_clip_retrieval_layout() {
         .unwrap()
         .ends_with("broken.jpg"));
 
+    // A shard with no readable image writes nothing, as clip-retrieval does
+    // for an empty partition (shard 0 of 6 is broken.jpg alone).
+    let empty = dir.join("emb-empty");
+    let e = embed_dataset(&[
+        "--input",
+        input,
+        "--shard",
+        "0/6",
+        "--out",
+        empty.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        (e["items"].as_u64(), e["embedded"].as_u64()),
+        (Some(1), Some(0))
+    );
+    for sub in ["img_emb", "text_emb", "metadata"] {
+        let files = std::fs::read_dir(empty.join(sub)).map_or(0, |d| d.count());
+        assert_eq!(files, 0, "{sub} of an empty shard");
+    }
+
     let m = model();
     let mut args = vec!["embed", "--model", m.as_str()];
     let paths: Vec<String> = names.iter().map(|p| p.display().to_string()).collect();

@@ -225,6 +225,11 @@ pub fn export_shard(
         },
     )?;
     report.embedded = kept.len();
+    // Like clip-retrieval, an empty partition writes no files: a 0-row .npy
+    // beside a caption-less parquet breaks readers such as embedding_reader.
+    if kept.is_empty() {
+        return Ok(report);
+    }
 
     let dim = clip.embedding_dim();
     let dirs = ["img_emb", "text_emb", "metadata"].map(|d| opts.out.join(d));
