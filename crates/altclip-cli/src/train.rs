@@ -228,7 +228,15 @@ fn train_config(c: &CommonArgs, lr: f64, weight_decay: f64, warmup: u64, clip: f
         save_every: c.save_every,
         eval_every: c.eval_every,
         keep_checkpoints: c.keep_checkpoints,
+        data: String::new(),
     }
+}
+
+/// The content hash of a training data file, which a resumed run must match.
+fn data_digest(path: &std::path::Path) -> Result<String> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading --data {}", path.display()))?;
+    Ok(altclip::cache::content_hash(&bytes))
 }
 
 fn set_max_length(student: &mut Student, max_length: usize) -> Result<()> {
@@ -314,13 +322,16 @@ fn distill(args: DistillArgs) -> Result<ExitCode> {
         },
         eval_batch_size: c.inference_batch_size,
     };
-    let config = train_config(
-        c,
-        args.lr,
-        args.weight_decay,
-        args.warmup_steps,
-        args.clip_grad_norm,
-    );
+    let config = TrainConfig {
+        data: data_digest(&args.data)?,
+        ..train_config(
+            c,
+            args.lr,
+            args.weight_decay,
+            args.warmup_steps,
+            args.clip_grad_norm,
+        )
+    };
     train_and_export(&student, &objective, config, c, &plan)
 }
 
@@ -379,13 +390,16 @@ fn contrastive(args: ContrastiveArgs) -> Result<ExitCode> {
         scale,
         eval_batch_size: c.inference_batch_size,
     };
-    let config = train_config(
-        c,
-        args.lr,
-        args.weight_decay,
-        args.warmup_steps,
-        args.clip_grad_norm,
-    );
+    let config = TrainConfig {
+        data: data_digest(&args.data)?,
+        ..train_config(
+            c,
+            args.lr,
+            args.weight_decay,
+            args.warmup_steps,
+            args.clip_grad_norm,
+        )
+    };
     train_and_export(&student, &objective, config, c, &plan)
 }
 

@@ -256,6 +256,23 @@ fn resume_after_a_crash_replays_the_log_and_reuses_the_teacher_cache() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--resume"));
 
+    // The same number of lines with one edited is other data: refused.
+    let edited = dir.join("edited.tsv");
+    let text = std::fs::read_to_string(&data).unwrap();
+    std::fs::write(&edited, text.replacen('\t', " (edited)\t", 1)).unwrap();
+    let args = distill_args(
+        &edited.display().to_string(),
+        &crashed_s,
+        &[&extra[..], &["--resume"]].concat(),
+    );
+    let refused = altclip(&strs(&args));
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("other training settings") && stderr.contains("data"),
+        "{stderr}"
+    );
+
     let args = distill_args(&data_s, &crashed_s, &[&extra[..], &["--resume"]].concat());
     let run = run_ok(&strs(&args));
     let stderr = String::from_utf8_lossy(&run.stderr);

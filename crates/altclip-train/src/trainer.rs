@@ -65,6 +65,10 @@ pub struct TrainConfig {
     pub eval_every: Option<u64>,
     /// Checkpoints kept on disk, newest first (bookkeeping).
     pub keep_checkpoints: usize,
+    /// A digest of the training data (e.g. the data file's content hash): a
+    /// resumed run must train on the same data, not only as many examples.
+    #[serde(default)]
+    pub data: String,
 }
 
 impl Default for TrainConfig {
@@ -83,6 +87,7 @@ impl Default for TrainConfig {
             save_every: None,
             eval_every: None,
             keep_checkpoints: 2,
+            data: String::new(),
         }
     }
 }

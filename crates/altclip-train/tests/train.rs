@@ -261,6 +261,7 @@ fn config_from(hp: &Value, batch_size: usize) -> TrainConfig {
         },
         clip_grad_norm: Some(hp["clip_grad_norm"].as_f64().unwrap()),
         seed: 0,
+        data: String::new(),
         save_every: None,
         eval_every: None,
         keep_checkpoints: 2,
