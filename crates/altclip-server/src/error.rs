@@ -154,7 +154,15 @@ impl IntoResponse for ApiError {
             },
             "detail": message,
         });
-        (status, axum::Json(body)).into_response()
+        let mut response = (status, axum::Json(body)).into_response();
+        if let ApiError::Overloaded { .. } = self {
+            // Clients (the OpenAI SDK among them) back off by this header.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }
 

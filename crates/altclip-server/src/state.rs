@@ -289,14 +289,14 @@ impl AppState {
         let prompts = ZeroShotClassifier::prompts(&labels, &templates);
         let total: usize = prompts.iter().map(Vec::len).sum();
         if total > MAX_PROMPTS {
-            return Err(ApiError::TooLarge {
-                param: "labels".into(),
-                message: format!(
+            return Err(ApiError::bad(
+                "labels",
+                format!(
                     "{} labels with their templates make {total} prompts, over this server's \
                      limit of {MAX_PROMPTS}; send fewer labels or templates",
                     labels.len()
                 ),
-            });
+            ));
         }
         let texts: Vec<(usize, String)> = prompts.iter().flatten().cloned().enumerate().collect();
         let mut sizes = vec![None; total];

@@ -96,6 +96,7 @@ async fn concurrent_clients_get_correct_vectors_or_429_and_batches_form() {
                     .await
                     .unwrap();
                 let status = res.status().as_u16();
+                let retry_after = res.headers().get("retry-after").cloned();
                 let v: serde_json::Value = res.json().await.unwrap();
                 match status {
                     200 => {
@@ -105,6 +106,7 @@ async fn concurrent_clients_get_correct_vectors_or_429_and_batches_form() {
                     }
                     429 => {
                         assert_eq!(v["error"]["type"], "overloaded", "{v}");
+                        assert_eq!(retry_after.as_ref().map(|h| h.as_bytes()), Some(&b"1"[..]));
                         refused.fetch_add(1, Ordering::Relaxed);
                     }
                     other => panic!("request {n}: unexpected {other}: {v}"),
