@@ -204,8 +204,17 @@ fn resolve(model: &str, flag: &str) -> Result<PathBuf> {
         .dir)
 }
 
-fn train_config(c: &CommonArgs, lr: f64, weight_decay: f64, warmup: u64, clip: f64) -> TrainConfig {
-    TrainConfig {
+/// The run's settings; `data` is the training data file, whose content hash a
+/// resumed run must match.
+fn train_config(
+    c: &CommonArgs,
+    data: &std::path::Path,
+    lr: f64,
+    weight_decay: f64,
+    warmup: u64,
+    clip: f64,
+) -> Result<TrainConfig> {
+    Ok(TrainConfig {
         batch_size: c.batch_size,
         grad_accumulation: c.grad_accumulation,
         epochs: c.epochs,
@@ -228,8 +237,8 @@ fn train_config(c: &CommonArgs, lr: f64, weight_decay: f64, warmup: u64, clip: f
         save_every: c.save_every,
         eval_every: c.eval_every,
         keep_checkpoints: c.keep_checkpoints,
-        data: String::new(),
-    }
+        data: data_digest(data)?,
+    })
 }
 
 /// The content hash of a training data file, which a resumed run must match.
@@ -322,16 +331,14 @@ fn distill(args: DistillArgs) -> Result<ExitCode> {
         },
         eval_batch_size: c.inference_batch_size,
     };
-    let config = TrainConfig {
-        data: data_digest(&args.data)?,
-        ..train_config(
-            c,
-            args.lr,
-            args.weight_decay,
-            args.warmup_steps,
-            args.clip_grad_norm,
-        )
-    };
+    let config = train_config(
+        c,
+        &args.data,
+        args.lr,
+        args.weight_decay,
+        args.warmup_steps,
+        args.clip_grad_norm,
+    )?;
     train_and_export(&student, &objective, config, c, &plan)
 }
 
@@ -390,16 +397,14 @@ fn contrastive(args: ContrastiveArgs) -> Result<ExitCode> {
         scale,
         eval_batch_size: c.inference_batch_size,
     };
-    let config = TrainConfig {
-        data: data_digest(&args.data)?,
-        ..train_config(
-            c,
-            args.lr,
-            args.weight_decay,
-            args.warmup_steps,
-            args.clip_grad_norm,
-        )
-    };
+    let config = train_config(
+        c,
+        &args.data,
+        args.lr,
+        args.weight_decay,
+        args.warmup_steps,
+        args.clip_grad_norm,
+    )?;
     train_and_export(&student, &objective, config, c, &plan)
 }
 
