@@ -108,17 +108,9 @@ impl AltDiffusion {
     /// The conditioning of `prompts`, `[B, 77, D]`: padded to 77 tokens with
     /// the attention mask, as the pipeline tokenizes.
     pub fn encode_prompts(&self, prompts: &[&str]) -> Result<Tensor> {
-        let pad = self.tokenizer.pad_id();
-        let ids: Vec<Vec<u32>> = self
-            .tokenizer
-            .encode(prompts)?
-            .into_iter()
-            .map(|mut ids| {
-                ids.resize(PROMPT_TOKENS, pad);
-                ids
-            })
-            .collect();
-        let inputs = TextInputs::new(&ids, pad, &self.device)?;
+        let ids = self.tokenizer.encode(prompts)?;
+        let inputs =
+            TextInputs::padded_to(&ids, PROMPT_TOKENS, self.tokenizer.pad_id(), &self.device)?;
         Ok(self.text_encoder.forward(&inputs)?.to_dtype(self.dtype)?)
     }
 

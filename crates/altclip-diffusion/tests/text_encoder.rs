@@ -14,9 +14,16 @@ fn check(name: &str) -> f32 {
     let want: Value =
         serde_json::from_slice(&std::fs::read(dir.join("outputs.json")).unwrap()).unwrap();
     let enc = TextEncoder::load(&dir, DType::F32, &Device::Cpu).unwrap();
-    let ids = ids(&want["input_ids"]);
-    // Padded to the longest, with pad id 1 and the mask the pipeline passes.
-    let inputs = TextInputs::new(&ids, 1, &Device::Cpu).unwrap();
+    // The unpadded ids (as the attention mask says), padded back to the
+    // reference's length: the mask covers exactly the real tokens.
+    let padded = ids(&want["input_ids"]);
+    let lengths = ids(&want["attention_mask"]);
+    let real: Vec<Vec<u32>> = padded
+        .iter()
+        .zip(&lengths)
+        .map(|(row, mask)| row[..mask.iter().filter(|&&m| m == 1).count()].to_vec())
+        .collect();
+    let inputs = TextInputs::padded_to(&real, padded[0].len(), 1, &Device::Cpu).unwrap();
     let got = enc.forward(&inputs).unwrap();
     let shape = indices(&want["shape"]);
     assert_eq!(got.dims(), &shape[..], "{name}");

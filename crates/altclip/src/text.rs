@@ -21,12 +21,21 @@ pub struct TextInputs {
 }
 
 impl TextInputs {
-    /// Pads `ids` (special tokens included) to the longest sequence. Positions
-    /// follow fairseq's `make_positions`: the n-th real token gets `pad + n`,
-    /// padding gets `pad`.
+    /// Pads `ids` (special tokens included) to the longest sequence. See
+    /// [`TextInputs::padded_to`].
     pub fn new(ids: &[Vec<u32>], pad_id: u32, device: &Device) -> Result<Self> {
+        let longest = ids.iter().map(Vec::len).max().unwrap_or(0);
+        Self::padded_to(ids, longest, pad_id, device)
+    }
+
+    /// Pads `ids` to `len` tokens (at least the longest sequence). As in
+    /// transformers, the mask covers each sequence's own tokens, so a literal
+    /// `<pad>` in a text is attended to; positions follow fairseq's
+    /// `make_positions` over `ids != pad`, as `create_position_ids_from_input_ids`
+    /// does: the n-th non-pad token gets `pad + n`, pad ids get `pad`.
+    pub fn padded_to(ids: &[Vec<u32>], len: usize, pad_id: u32, device: &Device) -> Result<Self> {
         let b = ids.len();
-        let l = ids.iter().map(Vec::len).max().unwrap_or(0);
+        let l = ids.iter().map(Vec::len).max().unwrap_or(0).max(len);
         if b == 0 || l == 0 {
             return Err(Error::Invalid(
                 "cannot encode an empty batch of token ids".into(),
@@ -39,10 +48,10 @@ impl TextInputs {
             let mut n = 0;
             for (col, &id) in seq.iter().enumerate() {
                 input[row * l + col] = id;
+                mask[row * l + col] = 0.0;
                 if id != pad_id {
                     n += 1;
                     pos[row * l + col] = pad_id + n;
-                    mask[row * l + col] = 0.0;
                 }
             }
         }

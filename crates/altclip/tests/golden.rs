@@ -324,6 +324,35 @@ fn text_inputs_pad_and_position_like_fairseq() {
     );
 }
 
+#[test]
+fn literal_pad_in_a_text_is_attended_to_as_transformers_does() {
+    let clip = load("tiny-224", 77);
+    let want = read_json(&fixtures().join("tiny-224").join("literal_pad.json"));
+    let texts = strings(&want["texts"]);
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    assert_eq!(clip.tokenize(&texts).unwrap(), ids(&want["input_ids"]));
+    let got = clip.text_features(&texts).unwrap();
+    for (i, reference) in rows(&want["text_features"]).iter().enumerate() {
+        assert_close(texts[i], &got[i], reference, 0.9999999, 1e-5);
+    }
+}
+
+#[test]
+fn padding_to_a_length_masks_only_what_was_added() {
+    let inputs = TextInputs::padded_to(&[vec![0, 1, 2]], 5, 1, &Device::Cpu).unwrap();
+    assert_eq!(
+        inputs.input_ids.to_vec2::<u32>().unwrap(),
+        vec![vec![0, 1, 2, 1, 1]]
+    );
+    assert_eq!(
+        inputs.position_ids.to_vec2::<u32>().unwrap(),
+        vec![vec![2, 1, 3, 1, 1]]
+    );
+    let mask: Vec<f32> = inputs.mask.flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(&mask[..3], &[0.0; 3]);
+    assert!(mask[3..].iter().all(|&m| m == f32::MIN));
+}
+
 /// A copy of tiny-224 whose config.json is edited, to provoke load errors.
 fn edited_copy(name: &str, edit: impl Fn(&mut Value)) -> PathBuf {
     let src = fixtures().join("tiny-224");
