@@ -130,6 +130,11 @@ impl Default for AltClipConfig {
     }
 }
 
+/// The largest value any one dimension of a config may have (XLM-R's vocabulary
+/// is 250,002): products of dimensions then stay far from overflow, and a typo
+/// fails here rather than as an allocation.
+pub const MAX_DIMENSION: usize = 1 << 22;
+
 impl AltClipConfig {
     /// Reads and validates `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -154,13 +159,36 @@ impl AltClipConfig {
             })
         };
         let t = &self.text_config;
+        let v = &self.vision_config;
+        let dims = [
+            ("text_config.vocab_size", t.vocab_size),
+            ("text_config.hidden_size", t.hidden_size),
+            ("text_config.num_hidden_layers", t.num_hidden_layers),
+            ("text_config.num_attention_heads", t.num_attention_heads),
+            ("text_config.intermediate_size", t.intermediate_size),
+            ("text_config.max_position_embeddings", t.max_position_embeddings),
+            ("text_config.type_vocab_size", t.type_vocab_size),
+            ("text_config.project_dim", t.project_dim),
+            ("vision_config.hidden_size", v.hidden_size),
+            ("vision_config.intermediate_size", v.intermediate_size),
+            ("vision_config.num_hidden_layers", v.num_hidden_layers),
+            ("vision_config.num_attention_heads", v.num_attention_heads),
+            ("vision_config.num_channels", v.num_channels),
+            ("vision_config.image_size", v.image_size),
+            ("vision_config.patch_size", v.patch_size),
+            ("projection_dim", self.projection_dim),
+        ];
+        if let Some((name, value)) = dims.iter().find(|(_, d)| *d > MAX_DIMENSION) {
+            return bad(format!(
+                "{name} {value} is over the limit of {MAX_DIMENSION}; no checkpoint has such a shape"
+            ));
+        }
         if t.num_attention_heads == 0 || !t.hidden_size.is_multiple_of(t.num_attention_heads) {
             return bad(format!(
                 "text_config.hidden_size {} is not divisible by num_attention_heads {}",
                 t.hidden_size, t.num_attention_heads
             ));
         }
-        let v = &self.vision_config;
         if v.num_attention_heads == 0 || !v.hidden_size.is_multiple_of(v.num_attention_heads) {
             return bad(format!(
                 "vision_config.hidden_size {} is not divisible by num_attention_heads {}",

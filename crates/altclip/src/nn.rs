@@ -68,10 +68,13 @@ impl Linear {
         let Some(kernel) = parts.first().and_then(Weights::linear_kernel) else {
             return Ok(None);
         };
-        let mut weight = Vec::with_capacity(parts.len() * out_dim * in_dim);
+        // Reserved from the checkpoint's data, once its shape has been checked,
+        // never from the config's dimensions alone.
+        let mut weight = Vec::new();
         let mut bias = Vec::with_capacity(parts.len() * out_dim);
         for w in parts {
             w.read_f32(&[out_dim, in_dim], "weight", |d| {
+                weight.reserve(parts.len() * d.len());
                 weight.extend_from_slice(d);
                 Ok(())
             })?;

@@ -384,6 +384,33 @@ fn wrong_shape_names_tensor_and_both_shapes() {
 }
 
 #[test]
+fn enormous_config_dimensions_fail_on_shapes_not_allocation() {
+    // Within the config's bound, so only the checkpoint's shapes can refuse it:
+    // nothing may be allocated from the config's dimensions first.
+    let dir = edited_copy("huge-hidden", |c| {
+        c["text_config"]["hidden_size"] = Value::from(altclip::config::MAX_DIMENSION);
+    });
+    let err = AltClip::load(dir.to_str().unwrap(), &LoadOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("has shape") && err.contains("4194304"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+    let dir = edited_copy("over-bound", |c| {
+        c["text_config"]["hidden_size"] = Value::from(1u64 << 40);
+    });
+    let err = AltClip::load(dir.to_str().unwrap(), &LoadOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("text_config.hidden_size 1099511627776 is over the limit"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn missing_tensor_is_named() {
     let dir = edited_copy("missing", |c| {
         c["text_config"]["num_hidden_layers"] = Value::from(3)

@@ -15,6 +15,9 @@ use crate::error::{Error, Result};
 pub use decode::{decode_rgb, open_rgb, to_rgb, DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS};
 pub use resample::Filter;
 
+/// The longest side a preprocessor config may resize or crop to.
+pub const MAX_CONFIG_SIDE: u32 = 8192;
+
 /// Most pixels the resize step may produce: the decoder's default limit.
 pub const MAX_RESIZED_PIXELS: u64 = DEFAULT_MAX_PIXELS;
 
@@ -164,6 +167,18 @@ impl PreprocessorConfig {
         if zero_resize || crop.is_some_and(|(h, w)| h == 0 || w == 0) {
             return Err(bad(format!(
                 "`size` {resize:?} and `crop_size` {crop:?} must be at least 1 pixel"
+            )));
+        }
+        let largest = match resize {
+            Some(ResizeTo::ShortestEdge(s)) => s,
+            Some(ResizeTo::Exact { height, width }) => height.max(width),
+            None => 0,
+        }
+        .max(crop.map_or(0, |(h, w)| h.max(w)));
+        if largest > MAX_CONFIG_SIDE {
+            return Err(bad(format!(
+                "`size` {resize:?} and `crop_size` {crop:?} must be at most {MAX_CONFIG_SIDE} pixels \
+                 (a side of {largest} would make every image enormous)"
             )));
         }
         let code = raw.resample.unwrap_or(3);
@@ -351,6 +366,28 @@ mod tests {
         let mut config = PreprocessorConfig::clip_default(size);
         config.crop = Some((crop, crop));
         Preprocessor { config }
+    }
+
+    #[test]
+    fn enormous_sizes_are_refused_at_load_naming_the_file() {
+        let dir = std::env::temp_dir().join(format!("altclip-huge-size-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("preprocessor_config.json");
+        for config in [
+            r#"{"size": {"shortest_edge": 100000}}"#,
+            r#"{"size": {"height": 224, "width": 100000}}"#,
+            r#"{"do_resize": false, "crop_size": 100000}"#,
+        ] {
+            std::fs::write(&path, config).unwrap();
+            let err = PreprocessorConfig::from_file(&path)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("preprocessor_config.json") && err.contains("at most 8192"),
+                "{config}: {err}"
+            );
+        }
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
