@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use altclip::args::ModelSettings;
 use altclip::cache::{content_hash, EmbeddingCache};
-use altclip::preprocess::DEFAULT_MAX_PIXELS;
+use altclip::preprocess::{max_file_bytes, read_image_file, DEFAULT_MAX_PIXELS};
 use altclip::{AltClip, LoadOptions, TextTokenizer, Towers};
 use anyhow::{Context, Result};
 use image::RgbImage;
@@ -111,9 +111,9 @@ fn prepare(
     cache: Option<&EmbeddingCache>,
 ) -> Prepared {
     let name = path.display().to_string();
-    let bytes = match std::fs::read(path) {
+    let bytes = match read_image_file(path, max_file_bytes(max_pixels)) {
         Ok(b) => b,
-        Err(e) => return Prepared::Failed(format!("{name}: cannot read file: {e}")),
+        Err(e) => return Prepared::Failed(e.to_string()),
     };
     let hash = cache.map(|_| content_hash(&bytes));
     if let (Some(cache), Some(hash)) = (cache, &hash) {

@@ -16,6 +16,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use altclip::preprocess::{max_file_bytes, read_image_file};
 use altclip::AltClip;
 use image::RgbImage;
 use parquet::data_type::{ByteArray, ByteArrayType};
@@ -191,7 +192,8 @@ pub fn export_shard(
     on_progress(0, total);
     let max_pixels = opts.max_pixels;
     let load = |item: &Item| -> std::result::Result<RgbImage, String> {
-        let bytes = std::fs::read(&item.image).map_err(|e| format!("cannot read: {e}"))?;
+        let bytes =
+            read_image_file(&item.image, max_file_bytes(max_pixels)).map_err(|e| e.to_string())?;
         clip.decode_image(&bytes, &item.image.display().to_string(), max_pixels)
             .map_err(|e| e.to_string())
     };

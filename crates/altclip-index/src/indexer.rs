@@ -113,7 +113,9 @@ fn read_and_decode(
     if stat.size == 0 {
         return Err("empty file".to_string());
     }
-    let bytes = std::fs::read(&stat.path).map_err(|e| format!("cannot read: {e}"))?;
+    let limit = max_file_bytes.min(altclip::preprocess::max_file_bytes(max_pixels));
+    let bytes = altclip::preprocess::read_image_file(stat.path.as_ref(), limit)
+        .map_err(|e| e.to_string())?;
     let hash = content_hash(&bytes);
     let img = (clip.decode_image(&bytes, &stat.path, max_pixels)).map_err(|e| e.to_string())?;
     Ok((hash, img))

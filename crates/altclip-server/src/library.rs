@@ -208,7 +208,8 @@ pub const THUMB_SIZE: u32 = 256;
 
 /// A JPEG thumbnail of the image file at `path`.
 pub fn thumbnail(path: &Path, max_pixels: u64) -> Result<Vec<u8>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let limit = altclip::preprocess::max_file_bytes(max_pixels);
+    let bytes = altclip::preprocess::read_image_file(path, limit).map_err(|e| e.to_string())?;
     let img = altclip::preprocess::decode_rgb(&bytes, &path.display().to_string(), max_pixels)
         .map_err(|e| e.to_string())?;
     let (w, h) = img.dimensions();

@@ -166,7 +166,10 @@ impl AltClipConfig {
             ("text_config.num_hidden_layers", t.num_hidden_layers),
             ("text_config.num_attention_heads", t.num_attention_heads),
             ("text_config.intermediate_size", t.intermediate_size),
-            ("text_config.max_position_embeddings", t.max_position_embeddings),
+            (
+                "text_config.max_position_embeddings",
+                t.max_position_embeddings,
+            ),
             ("text_config.type_vocab_size", t.type_vocab_size),
             ("text_config.project_dim", t.project_dim),
             ("vision_config.hidden_size", v.hidden_size),

@@ -394,7 +394,10 @@ fn enormous_config_dimensions_fail_on_shapes_not_allocation() {
         .err()
         .unwrap()
         .to_string();
-    assert!(err.contains("has shape") && err.contains("4194304"), "{err}");
+    assert!(
+        err.contains("has shape") && err.contains("4194304"),
+        "{err}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
     let dir = edited_copy("over-bound", |c| {
         c["text_config"]["hidden_size"] = Value::from(1u64 << 40);

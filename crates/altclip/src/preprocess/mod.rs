@@ -12,7 +12,10 @@ use image::RgbImage;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-pub use decode::{decode_rgb, open_rgb, to_rgb, DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS};
+pub use decode::{
+    decode_rgb, max_file_bytes, open_rgb, read_image_file, to_rgb, DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS, STREAM_WAIT,
+};
 pub use resample::Filter;
 
 /// The longest side a preprocessor config may resize or crop to.
