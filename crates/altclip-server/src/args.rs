@@ -58,6 +58,28 @@ pub struct ServeArgs {
     #[arg(long, env = "ALTCLIP_DECODE_WORKERS")]
     pub decode_workers: Option<usize>,
 
+    /// Close a connection whose request headers have not all arrived within
+    /// this many seconds (slow clients cannot hold connections open).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..), env = "ALTCLIP_HEADER_TIMEOUT")]
+    pub header_timeout: u64,
+    /// Answer 408 when a request body has not all arrived within this many
+    /// seconds. Bodies are read before a request counts against
+    /// --max-concurrent-requests, so a slow upload never holds a slot.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..), env = "ALTCLIP_BODY_TIMEOUT")]
+    pub body_timeout: u64,
+    /// Answer 503 (with Retry-After) when an admitted request has not been
+    /// answered within this many seconds.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..), env = "ALTCLIP_REQUEST_TIMEOUT")]
+    pub request_timeout: u64,
+    /// Most request-body bytes held in memory at once, over all requests
+    /// still arriving or in flight; uploads wait for room (within
+    /// --body-timeout). At least --payload-limit.
+    #[arg(long, default_value_t = 256 * 1024 * 1024, env = "ALTCLIP_MAX_BODY_BYTES")]
+    pub max_body_bytes: usize,
+    /// Most open connections; more are closed as soon as they are accepted.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..), env = "ALTCLIP_MAX_CONNECTIONS")]
+    pub max_connections: u64,
+
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = 20 * 1024 * 1024, env = "ALTCLIP_PAYLOAD_LIMIT")]
     pub payload_limit: usize,
@@ -115,6 +137,11 @@ impl ServeArgs {
             max_text_chars: self.max_text_chars,
             max_pixels: self.max_pixels,
             max_concurrent_requests: self.max_concurrent_requests as usize,
+            header_timeout: Duration::from_secs(self.header_timeout),
+            body_timeout: Duration::from_secs(self.body_timeout),
+            request_timeout: Duration::from_secs(self.request_timeout),
+            max_body_bytes: self.max_body_bytes.max(self.payload_limit),
+            max_connections: self.max_connections as usize,
             allow_file_paths: self.allow_file_paths,
             allow_urls: self.allow_urls,
         }
@@ -154,6 +181,23 @@ pub struct Limits {
     pub allow_file_paths: bool,
     /// `http(s)://` image references allowed.
     pub allow_urls: bool,
+    /// Time for a request's headers to arrive.
+    #[serde(rename = "header_timeout_s", serialize_with = "secs")]
+    pub header_timeout: Duration,
+    /// Time for a request's body to arrive.
+    #[serde(rename = "body_timeout_s", serialize_with = "secs")]
+    pub body_timeout: Duration,
+    /// Time from admission to the answer.
+    #[serde(rename = "request_timeout_s", serialize_with = "secs")]
+    pub request_timeout: Duration,
+    /// Body bytes held at once, over all requests.
+    pub max_body_bytes: usize,
+    /// Open connections at once.
+    pub max_connections: usize,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
 }
 
 #[cfg(test)]

@@ -31,6 +31,14 @@ pub enum ApiError {
     )]
     Overloaded { limit: usize },
 
+    /// The request body did not arrive within `--body-timeout`.
+    #[error("the request body did not arrive within {secs} s (--body-timeout)")]
+    BodyTimeout { secs: u64 },
+
+    /// The request was admitted but not answered within `--request-timeout`.
+    #[error("the request was not answered within {secs} s (--request-timeout); retry later")]
+    Deadline { secs: u64 },
+
     /// `--api-key` is set and the request did not present it.
     #[error("missing or wrong API key: send `Authorization: Bearer <key>`")]
     Unauthorized,
@@ -83,6 +91,8 @@ impl ApiError {
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Deadline { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -94,7 +104,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } | ApiError::Unprocessable { .. } => "invalid_request_error",
             ApiError::TooLarge { .. } => "payload_too_large",
-            ApiError::Overloaded { .. } => "overloaded",
+            ApiError::Overloaded { .. } | ApiError::Deadline { .. } => "overloaded",
+            ApiError::BodyTimeout { .. } => "timeout",
             ApiError::Unauthorized => "authentication_error",
             ApiError::NotFound(_) => "not_found",
             ApiError::Unavailable(_) => "unavailable",
@@ -155,7 +166,7 @@ impl IntoResponse for ApiError {
             "detail": message,
         });
         let mut response = (status, axum::Json(body)).into_response();
-        if let ApiError::Overloaded { .. } = self {
+        if let ApiError::Overloaded { .. } | ApiError::Deadline { .. } = self {
             // Clients (the OpenAI SDK among them) back off by this header.
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,

@@ -6,6 +6,7 @@
 //! - [`library`]: the index of `altclip index`, for search and thumbnails.
 //! - [`routes`]: OpenAI embeddings, mixed `/embed`, `/classify`, `/rank`,
 //!   `/search`, immich's `/predict`, and the operational routes.
+//! - [`memory`]: the allocator setting that hands freed images back to the OS.
 //! - [`metrics`]: Prometheus text; [`error`]: JSON errors naming the field.
 //!
 //! ```no_run
@@ -20,12 +21,19 @@ pub mod batching;
 pub mod error;
 pub mod inputs;
 pub mod library;
+pub mod memory;
 pub mod metrics;
 pub mod routes;
 pub mod state;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 pub use args::ServeArgs;
 pub use error::ApiError;
@@ -52,20 +60,64 @@ pub async fn serve(args: ServeArgs, opener: StoreOpener) -> Result<(), StartErro
 
 /// Serves `state` on a bound listener until `shutdown` completes, then lets
 /// requests in flight finish and stops the model thread.
+///
+/// Each connection gets `--header-timeout` for every request's headers, and
+/// at most `--max-connections` are open at once; the routes bound the rest
+/// (see [`routes`]).
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    memory::return_freed_memory();
     let app = router(state.clone());
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let connections = Arc::new(Semaphore::new(state.limits.max_connections));
+    let header_timeout = state.limits.header_timeout;
+    let (stop, stopping) = tokio::sync::watch::channel(());
+    let mut open = JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors or a reset before accept: keep serving.
+                    tracing::warn!("accepting a connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let Ok(slot) = connections.clone().try_acquire_owned() else {
+            continue; // dropping the stream closes it
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let mut stopping = stopping.clone();
+        open.spawn(async move {
+            let _slot = slot;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stopping.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+        while open.try_join_next().is_some() {}
+    }
+    drop(listener);
+    let _ = stop.send(());
+    while open.join_next().await.is_some() {}
     let stopping = state.clone();
     tokio::task::spawn_blocking(move || stopping.shutdown())
         .await
-        .map_err(std::io::Error::other)?;
-    result
+        .map_err(std::io::Error::other)
 }
 
 /// Builds a multi-threaded runtime and runs [`serve`] on it: what the

@@ -71,6 +71,8 @@ pub struct AppState {
     pub api_key: Option<String>,
     /// One permit per request in flight (`--max-concurrent-requests`).
     pub permits: Arc<Semaphore>,
+    /// One permit per body byte held in memory (`--max-body-bytes`).
+    pub body_bytes: Arc<Semaphore>,
     pub library: Option<Library>,
     classifiers: Mutex<HashMap<ClassifierKey, Arc<ZeroShotClassifier>>>,
     thumbs: Mutex<HashMap<String, Arc<Vec<u8>>>>,
@@ -170,6 +172,7 @@ impl AppState {
             model_name: args.served_model_name.clone().unwrap_or(model),
             api_key: args.api_key.clone(),
             permits: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
+            body_bytes: Arc::new(Semaphore::new(limits.max_body_bytes)),
             limits,
             metrics,
             clip,

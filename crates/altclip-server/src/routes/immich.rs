@@ -105,6 +105,24 @@ pub fn parse_entries(entries: &str) -> Result<(ClipType, String), ApiError> {
         .ok_or_else(|| unprocessable("entries", "Invalid request format: no clip model requested"))
 }
 
+/// A form field's text; bytes that are not UTF-8 are refused rather than
+/// replaced (which turned a garbled query into the embedding of "").
+async fn utf8_field(
+    field: axum::extract::multipart::Field<'_>,
+    name: &str,
+) -> Result<String, ApiError> {
+    let bytes = field.bytes().await.map_err(|e| multipart_error(name, e))?;
+    String::from_utf8(bytes.to_vec()).map_err(|e| {
+        ApiError::bad(
+            name,
+            format!(
+                "not valid UTF-8 (byte {} is not part of a UTF-8 character); send the text as UTF-8",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })
+}
+
 /// `POST /predict`.
 pub async fn predict(
     State(state): State<Shared>,
@@ -127,14 +145,7 @@ pub async fn predict(
     {
         let name = field.name().unwrap_or_default().to_string();
         match name.as_str() {
-            "entries" => {
-                entries = Some(
-                    field
-                        .text()
-                        .await
-                        .map_err(|e| multipart_error("entries", e))?,
-                )
-            }
+            "entries" => entries = Some(utf8_field(field, "entries").await?),
             "image" => {
                 image = Some(
                     field
@@ -143,7 +154,7 @@ pub async fn predict(
                         .map_err(|e| multipart_error("image", e))?,
                 )
             }
-            "text" => text = Some(field.text().await.map_err(|e| multipart_error("text", e))?),
+            "text" => text = Some(utf8_field(field, "text").await?),
             _ => {}
         }
     }

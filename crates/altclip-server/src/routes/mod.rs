@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Query, Request, State};
 use axum::http::{header, StatusCode};
@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::de::DeserializeOwned;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -39,7 +40,8 @@ pub fn router(state: Shared) -> Router {
         .route("/rank", post(classify::rank))
         .route("/search", post(search::search))
         .route("/predict", post(immich::predict))
-        .route_layer(middleware::from_fn_with_state(state.clone(), admit));
+        .route_layer(middleware::from_fn_with_state(state.clone(), admit))
+        .route_layer(middleware::from_fn_with_state(state.clone(), receive));
     let other = Router::new()
         .route("/info", get(ops::info))
         .route("/metrics", get(ops::metrics))
@@ -110,32 +112,93 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Admission control: a request runs only with a free permit, else 429.
-async fn admit(State(state): State<Shared>, req: Request, next: Next) -> Response {
-    match state.permits.clone().try_acquire_owned() {
-        Ok(_permit) => next.run(req).await,
-        Err(_) => {
-            // Read (and drop) the body first: answering while the client is
-            // still uploading makes it see a broken pipe instead of the 429.
-            drain(req, state.limits.payload_limit).await;
-            ApiError::Overloaded {
-                limit: state.limits.max_concurrent_requests,
-            }
-            .into_response()
+/// Reads the whole body (within `--body-timeout` and the byte budget)
+/// before [`admit`] sees the request, so a client that uploads slowly, or
+/// declares a body it never sends, holds no slot that others need.
+async fn receive(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    let limits = &state.limits;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.payload_limit as u64) {
+        return body_too_large().into_response();
+    }
+    let (parts, body) = req.into_parts();
+    let read = read_body(body, limits.payload_limit, state.body_bytes.clone());
+    match tokio::time::timeout(limits.body_timeout, read).await {
+        Err(_) => ApiError::BodyTimeout {
+            secs: limits.body_timeout.as_secs(),
+        }
+        .into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Ok(Ok((bytes, _held))) => {
+            // `_held` keeps the bytes counted until the answer is made.
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
         }
     }
 }
 
-/// Reads and discards at most `limit` bytes of a request body.
-async fn drain(req: Request, limit: usize) {
+/// The body, at most `limit` bytes, with the budget permits its bytes hold.
+async fn read_body(
+    body: Body,
+    limit: usize,
+    budget: Arc<Semaphore>,
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), ApiError> {
     use http_body_util::BodyExt;
-    let mut body = req.into_body();
-    let mut read = 0usize;
-    while let Some(Ok(frame)) = body.frame().await {
-        read += frame.data_ref().map_or(0, |d| d.len());
-        if read > limit {
-            break;
+    let mut body = body;
+    let mut data = Vec::new();
+    let mut held: Option<OwnedSemaphorePermit> = None;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::bad("body", format!("cannot read the body: {e}")))?;
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        if data.len() + chunk.len() > limit {
+            return Err(body_too_large());
         }
+        // Waits for room when other bodies fill the budget; the budget is at
+        // least `limit`, so a chunk within it always fits eventually.
+        let permit = budget
+            .clone()
+            .acquire_many_owned(chunk.len() as u32)
+            .await
+            .map_err(|_| ApiError::Internal("the server is shutting down".into()))?;
+        match held.as_mut() {
+            Some(h) => h.merge(permit),
+            None => held = Some(permit),
+        }
+        data.extend_from_slice(&chunk);
+    }
+    Ok((Bytes::from(data), held))
+}
+
+fn body_too_large() -> ApiError {
+    ApiError::TooLarge {
+        param: "body".into(),
+        message: "request body is over this server's --payload-limit".into(),
+    }
+}
+
+/// Admission control: a request runs only with a free permit, else 429;
+/// an admitted request is answered within `--request-timeout`, else 503.
+async fn admit(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    let Ok(_permit) = state.permits.clone().try_acquire_owned() else {
+        return ApiError::Overloaded {
+            limit: state.limits.max_concurrent_requests,
+        }
+        .into_response();
+    };
+    let deadline = state.limits.request_timeout;
+    match tokio::time::timeout(deadline, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Deadline {
+            secs: deadline.as_secs(),
+        }
+        .into_response(),
     }
 }
 
@@ -185,10 +248,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 /// Maps a body-reading failure (over the limit, broken connection) to JSON.
 pub fn body_error(rejection: BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::TooLarge {
-            param: "body".into(),
-            message: "request body is over this server's --payload-limit".into(),
-        }
+        body_too_large()
     } else {
         ApiError::bad("body", rejection.body_text())
     }

@@ -122,6 +122,13 @@ async fn predict_refuses_what_immich_would_refuse() {
             422,
             "entries.facial-recognition",
         ),
+        // A textual request whose text is not UTF-8.
+        (
+            form(r#"{"clip":{"textual":{"modelName":"ViT-L-14__openai"}}}"#)
+                .part("text", reqwest::multipart::Part::bytes(vec![0x61, 0xff, 0xfe, 0x62])),
+            400,
+            "text",
+        ),
         // A visual request with text only, and a non-image file.
         (form(visual).text("text", "猫"), 400, "image"),
         (
