@@ -407,7 +407,8 @@ pub fn search(args: SearchArgs) -> Result<ExitCode> {
     let paths = index.paths_by_hash()?;
     let mut out = std::io::stdout().lock();
     let mut shown = 0;
-    for (hash, score) in store.search(&q, args.top)? {
+    let hits = altclip_index::search_known(&*store, &q, args.top, |h| paths.contains_key(h))?;
+    for (hash, score) in hits {
         for path in paths.get(&hash).into_iter().flatten() {
             if shown == args.top {
                 break;

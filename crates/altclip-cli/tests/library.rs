@@ -388,6 +388,52 @@ fn a_killed_indexer_loses_nothing_and_resumes() {
 }
 
 #[test]
+fn rows_of_another_writer_do_not_shorten_the_results() {
+    let dir = temp_dir("lib-foreign");
+    for i in 0..4 {
+        write_image(&dir.join(format!("photos/{i}.png")), i * 5 + 1, 40, 30);
+    }
+    index(&dir, &["--vector-dtype", "f32"]);
+    // Another writer's rows, each exactly the query: they outrank every image.
+    let m = model();
+    let query = json_lines(&altclip(&["embed", "--model", &m, "--text", "a cat"]))[0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect::<Vec<f32>>();
+    let rows: Vec<(String, Vec<f32>)> = (0..10)
+        .map(|i| (format!("foreign{i}"), query.clone()))
+        .collect();
+    let mut store =
+        altclip_index::SqliteVectors::open(&dir.join("index.db"), altclip_index::VectorDtype::F32)
+            .unwrap();
+    altclip_index::VectorStore::upsert(&mut store, &rows).unwrap();
+    drop(store);
+    let db = dir.join("index.db");
+    let out = altclip(&[
+        "search",
+        "--db",
+        db.to_str().unwrap(),
+        "--json",
+        "--top",
+        "3",
+        "a cat",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        json_lines(&out).len(),
+        3,
+        "three of our images, not 3 minus foreign rows"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn searching_with_another_model_is_refused() {
     let dir = temp_dir("lib-model");
     write_image(&dir.join("photos/x.png"), 3, 40, 30);

@@ -22,4 +22,4 @@ pub mod walk;
 pub use ann::AnnParams;
 pub use db::{Index, ModelInfo};
 pub use error::{Error, Result};
-pub use store::{AnnPolicy, GraphUse, SqliteVectors, VectorDtype, VectorStore};
+pub use store::{search_known, AnnPolicy, GraphUse, SqliteVectors, VectorDtype, VectorStore};

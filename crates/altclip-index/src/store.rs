@@ -31,6 +31,29 @@ pub trait VectorStore {
     }
 }
 
+/// The `k` nearest keys for which `known` holds, best first. A shared
+/// collection (Milvus) may hold rows that another writer added; they would
+/// take top-k places and then be dropped by the caller, so the search is
+/// widened until `k` known keys are found or the store has no more.
+pub fn search_known(
+    store: &dyn VectorStore,
+    query: &[f32],
+    k: usize,
+    known: impl Fn(&str) -> bool,
+) -> Result<Vec<(String, f32)>> {
+    let mut fetch = k;
+    loop {
+        let hits = store.search(query, fetch)?;
+        let exhausted = hits.len() < fetch;
+        let mut kept: Vec<(String, f32)> = hits.into_iter().filter(|(key, _)| known(key)).collect();
+        if kept.len() >= k || exhausted {
+            kept.truncate(k);
+            return Ok(kept);
+        }
+        fetch = fetch.saturating_mul(4);
+    }
+}
+
 /// When searches of [`SqliteVectors`] go through its HNSW graph. A graph
 /// older than the database is never used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -463,6 +486,29 @@ mod tests {
         let mut writer = SqliteVectors::open(&dir.join("index.db"), VectorDtype::F16).unwrap();
         writer.upsert(&[("d".into(), vec![0.0, 1.0, 0.0])]).unwrap();
         assert_eq!(store.search(&[0.0, 1.0, 0.0], 1).unwrap()[0].0, "d");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn foreign_rows_do_not_take_top_k_places() {
+        let dir = std::env::temp_dir().join(format!("altclip-foreign-{}", std::process::id()));
+        let mut store = SqliteVectors::open(&dir.join("index.db"), VectorDtype::F32).unwrap();
+        // Ten rows of another writer score above our three.
+        let mut rows: Vec<(String, Vec<f32>)> = (0..10)
+            .map(|i| (format!("foreign{i}"), vec![1.0, 0.01 * i as f32]))
+            .collect();
+        rows.extend([
+            ("ours-a".into(), vec![0.5, 0.5]),
+            ("ours-b".into(), vec![0.4, 0.6]),
+            ("ours-c".into(), vec![0.1, 0.9]),
+        ]);
+        store.upsert(&rows).unwrap();
+        let ours = |key: &str| key.starts_with("ours");
+        let hits = search_known(&store, &[1.0, 0.0], 2, ours).unwrap();
+        let keys: Vec<&str> = hits.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["ours-a", "ours-b"]);
+        // Asking for more than there are returns all that are known.
+        assert_eq!(search_known(&store, &[1.0, 0.0], 5, ours).unwrap().len(), 3);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

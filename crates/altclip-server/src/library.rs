@@ -165,12 +165,15 @@ impl Library {
     /// The `k` nearest indexed images to a normalised query vector, best first.
     pub async fn search(&self, query: Vec<f32>, k: usize) -> Result<Vec<Hit>, ApiError> {
         self.call(move |s| {
-            let found = s
-                .store
-                .search(&query, k)
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            let internal = |e: altclip_index::Error| ApiError::Internal(e.to_string());
+            let mut found = s.store.search(&query, k).map_err(internal)?;
             if found.iter().any(|(h, _)| !s.paths.contains_key(h)) {
+                // New files since the last look, or rows of another writer.
                 s.refresh()?;
+                let paths = &s.paths;
+                found =
+                    altclip_index::search_known(&*s.store, &query, k, |h| paths.contains_key(h))
+                        .map_err(internal)?;
             }
             Ok(found
                 .into_iter()
