@@ -131,6 +131,38 @@ fn images_over_the_pixel_limit_are_refused() {
 }
 
 #[test]
+fn a_small_image_with_a_huge_tail_is_refused_unread() {
+    // A valid 20x15 PNG followed by 40 MB (sparse): at 1000 pixels the file
+    // may have at most 4000 bytes + 16 MiB, so it is refused from its size.
+    let m = model();
+    let path = std::env::temp_dir().join(format!("altclip-tail-{}.png", std::process::id()));
+    std::fs::copy(image("small.png"), &path).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(40 << 20)
+        .unwrap();
+    let out = altclip(&[
+        "embed",
+        "--model",
+        &m,
+        "--max-pixels",
+        "1000",
+        "--image",
+        path.to_str().unwrap(),
+        "--image",
+        &image("small.png"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let lines = json_lines(&out);
+    let err = lines[0]["error"].as_str().unwrap();
+    assert!(err.contains("altclip-tail") && err.contains("over the limit"), "{err}");
+    assert!(lines[1]["embedding"].is_array(), "{}", lines[1]);
+    std::fs::remove_file(path).unwrap();
+}
+
+#[test]
 fn invalid_utf8_in_texts_file_names_the_line() {
     let m = model();
     let path = std::env::temp_dir().join(format!("altclip-texts-{}.txt", std::process::id()));
