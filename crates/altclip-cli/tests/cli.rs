@@ -157,7 +157,10 @@ fn a_small_image_with_a_huge_tail_is_refused_unread() {
     assert_eq!(out.status.code(), Some(1));
     let lines = json_lines(&out);
     let err = lines[0]["error"].as_str().unwrap();
-    assert!(err.contains("altclip-tail") && err.contains("over the limit"), "{err}");
+    assert!(
+        err.contains("altclip-tail") && err.contains("over the limit"),
+        "{err}"
+    );
     assert!(lines[1]["embedding"].is_array(), "{}", lines[1]);
     std::fs::remove_file(path).unwrap();
 }

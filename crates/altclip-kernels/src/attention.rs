@@ -166,10 +166,7 @@ mod tests {
 
     fn check(kernel: Kernel, b: usize, l: usize, heads: usize, dh: usize, causal: bool, tol: f32) {
         if !kernel.runs_here() {
-            eprintln!(
-                "skipped: the {} kernel does not run on this CPU",
-                kernel.name()
-            );
+            eprintln!("{}", kernel.skip_line());
             return;
         }
         let dev = Device::Cpu;
@@ -217,7 +214,9 @@ mod tests {
                 check(f32_kernel, 2, 13, 2, 32, causal, 1e-5);
                 check(f32_kernel, 1, 40, 3, 8, causal, 1e-5);
             }
-            check(Kernel::Avx512Bf16, 2, 37, 2, 64, causal, 3e-2);
+            for bf16_kernel in [Kernel::Avx512Bf16, Kernel::AmxBf16] {
+                check(bf16_kernel, 2, 37, 2, 64, causal, 3e-2);
+            }
         }
     }
 }

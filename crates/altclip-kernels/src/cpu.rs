@@ -28,14 +28,21 @@ pub enum Kernel {
     Avx512Bf16,
     /// AVX512-VNNI `vpdpbusd`: 12×32 tiles of u8 × i8 products, i32 sums.
     Avx512Vnni,
+    /// AMX-BF16 `tdpbf16ps`: 32×32 tiles in tile registers, bf16 products,
+    /// f32 sums; the epilogue runs on AVX-512.
+    AmxBf16,
+    /// AMX-INT8 `tdpbusd`: 32×32 tiles of u8 × i8 products, i32 sums.
+    AmxInt8,
 }
 
 impl Kernel {
     /// Every kernel, fastest first within each precision.
-    pub const ALL: [Kernel; 4] = [
+    pub const ALL: [Kernel; 6] = [
         Kernel::Avx512,
         Kernel::Avx2,
+        Kernel::AmxBf16,
         Kernel::Avx512Bf16,
+        Kernel::AmxInt8,
         Kernel::Avx512Vnni,
     ];
 
@@ -43,9 +50,14 @@ impl Kernel {
     pub fn precision(self) -> Precision {
         match self {
             Kernel::Avx2 | Kernel::Avx512 => Precision::F32,
-            Kernel::Avx512Bf16 => Precision::Bf16,
-            Kernel::Avx512Vnni => Precision::Int8,
+            Kernel::Avx512Bf16 | Kernel::AmxBf16 => Precision::Bf16,
+            Kernel::Avx512Vnni | Kernel::AmxInt8 => Precision::Int8,
         }
+    }
+
+    /// True for the AMX kernels (tile registers, K and rows padded to tiles).
+    pub fn amx(self) -> bool {
+        matches!(self, Kernel::AmxBf16 | Kernel::AmxInt8)
     }
 
     /// The float kernel of the same instruction set: what attention's `QKᵀ`
@@ -54,7 +66,7 @@ impl Kernel {
     /// of int8.
     pub fn float_kernel(self) -> Kernel {
         match self {
-            Kernel::Avx512Vnni => Kernel::Avx512,
+            Kernel::Avx512Vnni | Kernel::AmxInt8 => Kernel::Avx512,
             k => k,
         }
     }
@@ -66,18 +78,59 @@ impl Kernel {
             Kernel::Avx512 => "avx512f f32",
             Kernel::Avx512Bf16 => "avx512-bf16",
             Kernel::Avx512Vnni => "avx512-vnni int8",
+            Kernel::AmxBf16 => "amx-bf16",
+            Kernel::AmxInt8 => "amx-int8",
         }
     }
 
     /// Whether this CPU has the kernel's instructions (detected once).
     pub fn runs_here(self) -> bool {
+        self.missing().is_empty()
+    }
+
+    /// The `/proc/cpuinfo` flags this kernel needs that this CPU (or OS)
+    /// lacks; empty when it runs here. For skip lines and warnings.
+    pub fn missing(self) -> Vec<&'static str> {
         let f = features();
-        match self {
-            Kernel::Avx2 => f.avx2_fma || f.avx512f,
-            Kernel::Avx512 => f.avx512f,
-            Kernel::Avx512Bf16 => f.avx512f && f.avx512bf16,
-            Kernel::Avx512Vnni => f.avx512f && f.avx512vnni,
-        }
+        let amx = f.amx;
+        let needs: &[(&'static str, bool)] = match self {
+            Kernel::Avx2 => &[("avx2 and fma, or avx512f", f.avx2_fma || f.avx512f)],
+            Kernel::Avx512 => &[("avx512f", f.avx512f)],
+            Kernel::Avx512Bf16 => &[("avx512f", f.avx512f), ("avx512_bf16", f.avx512bf16)],
+            Kernel::Avx512Vnni => &[("avx512f", f.avx512f), ("avx512_vnni", f.avx512vnni)],
+            Kernel::AmxBf16 => &[
+                ("avx512f", f.avx512f),
+                ("amx_tile", amx.tile),
+                ("amx_bf16", amx.bf16),
+                (
+                    "the kernel's permission for tile state (arch_prctl)",
+                    amx.permitted || !amx.tile,
+                ),
+            ],
+            Kernel::AmxInt8 => &[
+                ("avx512f", f.avx512f),
+                ("amx_tile", amx.tile),
+                ("amx_int8", amx.int8),
+                (
+                    "the kernel's permission for tile state (arch_prctl)",
+                    amx.permitted || !amx.tile,
+                ),
+            ],
+        };
+        needs
+            .iter()
+            .filter(|(_, has)| !has)
+            .map(|(flag, _)| *flag)
+            .collect()
+    }
+
+    /// The line a test prints when it skips this kernel.
+    pub fn skip_line(self) -> String {
+        format!(
+            "skipped: the {} kernel needs {}, which this CPU lacks",
+            self.name(),
+            self.missing().join(", ")
+        )
     }
 
     /// The kernel this process uses for `precision`: the fastest this CPU
@@ -89,7 +142,7 @@ impl Kernel {
         static CHOICE: OnceLock<[Option<Kernel>; 3]> = OnceLock::new();
         let [f32, bf16, int8] = *CHOICE.get_or_init(|| {
             let forced = std::env::var("ALTCLIP_KERNELS").ok();
-            candidates(forced.as_deref()).map(|c| first_passing(&c, &mut crate::check::self_check))
+            candidates(forced.as_deref()).map(|c| first_passing(&c, &mut first_use_check))
         });
         match precision {
             Precision::F32 => f32,
@@ -105,6 +158,8 @@ impl Kernel {
             Kernel::Avx512 => "avx512",
             Kernel::Avx512Bf16 => "avx512-bf16",
             Kernel::Avx512Vnni => "avx512-vnni",
+            Kernel::AmxBf16 => "amx-bf16",
+            Kernel::AmxInt8 => "amx-int8",
         }
     }
 
@@ -132,6 +187,16 @@ fn candidates(forced: Option<&str>) -> [Vec<Kernel>; 3] {
     [of(Precision::F32), of(Precision::Bf16), of(Precision::Int8)]
 }
 
+/// The check a kernel passes before a process uses it; AMX kernels run it in
+/// a child process first (see [`crate::amx::isolated`]).
+fn first_use_check(kernel: Kernel) -> Result<(), String> {
+    if kernel.amx() {
+        crate::amx::isolated(&mut || crate::check::self_check(kernel))
+    } else {
+        crate::check::self_check(kernel)
+    }
+}
+
 /// The first of `candidates` that `check` accepts; each refusal is reported.
 fn first_passing(
     candidates: &[Kernel],
@@ -156,6 +221,7 @@ struct Features {
     avx512f: bool,
     avx512bf16: bool,
     avx512vnni: bool,
+    amx: crate::amx::AmxSupport,
 }
 
 fn features() -> Features {
@@ -170,6 +236,7 @@ fn detect() -> Features {
         avx512f: is_x86_feature_detected!("avx512f"),
         avx512bf16: is_x86_feature_detected!("avx512bf16"),
         avx512vnni: is_x86_feature_detected!("avx512vnni"),
+        amx: crate::amx::detect(),
     }
 }
 

@@ -200,7 +200,7 @@ impl PackedB {
             "strided weight length"
         );
         let panels = n.div_ceil(NR);
-        let rows = Self::rows_for(k, precision);
+        let rows = Self::rows_for(k, kernel);
         let len = panels * rows * NR;
         let mut data = Storage::zeroed(len);
         let at = |j: usize, kk: usize| if kk < k { w[j * sn + kk * sk] } else { 0.0 };
@@ -263,17 +263,19 @@ impl PackedB {
         }
     }
 
-    /// Packed rows per panel: k (f32), k pairs (bf16) or k quads (int8).
-    fn rows_for(k: usize, precision: Precision) -> usize {
-        match precision {
-            Precision::F32 => k,
-            Precision::Bf16 => k.div_ceil(2),
-            Precision::Int8 => k.div_ceil(4),
+    /// Packed rows per panel: k (f32), k pairs (bf16) or k quads (int8);
+    /// for AMX, whole tiles of 16 (the padding is zero weights).
+    fn rows_for(k: usize, kernel: Kernel) -> usize {
+        let rows = packed_words(k, kernel.precision());
+        if kernel.amx() {
+            rows.next_multiple_of(crate::amx::K_STEP)
+        } else {
+            rows
         }
     }
 
     fn rows(&self) -> usize {
-        Self::rows_for(self.k, self.kernel.precision())
+        Self::rows_for(self.k, self.kernel)
     }
 
     fn panels(&self) -> usize {
@@ -315,6 +317,15 @@ impl PackedB {
             };
         }
         w
+    }
+}
+
+/// Words that `k` values take packed: k (f32), k pairs (bf16), k quads (int8).
+fn packed_words(k: usize, precision: Precision) -> usize {
+    match precision {
+        Precision::F32 => k,
+        Precision::Bf16 => k.div_ceil(2),
+        Precision::Int8 => k.div_ceil(4),
     }
 }
 
@@ -367,7 +378,7 @@ pub unsafe fn gemm(
     let k = b.k;
     assert!(m == 0 || (lda_in >= k && a.len() >= (m - 1) * lda_in + k));
     assert!(ldc >= b.n);
-    debug_assert!(b.kernel.runs_here());
+    debug_assert!(b.kernel.runs_here() || crate::amx::emulating());
     let parallel =
         threads == Threads::Auto && m * b.n * k >= 1 << 20 && rayon::current_num_threads() > 1;
 
@@ -375,11 +386,15 @@ pub unsafe fn gemm(
     // bf16 kernel, and for both so that the 12 rows a micro-kernel reads do
     // not fall into the same L1 sets (as 4 KiB-multiple strides would).
     let lda = b.rows().next_multiple_of(16) + 16;
-    // Grown, never cleared: every element a kernel reads is packed below.
+    // Grown, never cleared: every element a kernel uses is packed below. An
+    // AMX tile reads whole tiles of rows; the rows past `m` only make
+    // outputs that are never stored.
+    let padded_m = m.next_multiple_of(micro::rows_per_tile(b.kernel));
     let mut packed_a = SCRATCH.take();
-    if packed_a.len() < m * lda {
-        packed_a.resize(m * lda, 0);
+    if packed_a.len() < padded_m * lda {
+        packed_a.resize(padded_m * lda, 0);
     }
+    let padded_k = b.rows();
     let precision = b.kernel.precision();
     // Per row, the int8 quantisation of A (unused by the float kernels).
     let mut row_quant = vec![
@@ -390,7 +405,9 @@ pub unsafe fn gemm(
         m
     ];
     let pack = |(i, (out, quant)): (usize, (&mut [u32], &mut RowQuant))| {
-        *quant = pack_a_row(&a[i * lda_in..][..k], precision, out)
+        *quant = pack_a_row(&a[i * lda_in..][..k], precision, out);
+        // K padding meets zero weights, but stale bits could be NaN.
+        out[packed_words(k, precision)..padded_k].fill(0);
     };
     if parallel {
         packed_a[..m * lda]
@@ -568,6 +585,54 @@ fn pack_a_row(row: &[f32], precision: Precision, out: &mut [u32]) -> RowQuant {
                     .fold(0, |word, (t, &x)| word | byte(x) << (8 * t));
             }
             quant
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::{as_seen_by, lcg, max_diff, Operand};
+
+    struct Plain;
+
+    impl Epilogue for Plain {
+        fn apply(&self, _: usize, _: usize, _: &mut [f32]) {}
+    }
+
+    /// The AMX kernels' packing, padding and tile addressing, with the tile
+    /// instructions emulated: ragged rows (past 32 and past a 96-row block),
+    /// partial panels, K across tile steps and K blocks, and odd K.
+    #[test]
+    fn amx_layouts_match_the_reference_under_emulation() {
+        for kernel in [Kernel::AmxBf16, Kernel::AmxInt8] {
+            for (m, n, k) in [(1, 32, 8), (13, 37, 301), (33, 64, 64), (97, 40, 1100)] {
+                let (x, w) = (lcg(m * k, 5), lcg(n * k, 6));
+                let (xs, ws) = (
+                    as_seen_by(kernel, &x, k, Operand::A),
+                    as_seen_by(kernel, &w, k, Operand::B),
+                );
+                let want: Vec<f32> = (0..m * n)
+                    .map(|i| {
+                        let (r, j) = (i / n, i % n);
+                        (0..k)
+                            .map(|t| xs[r * k + t] as f64 * ws[j * k + t] as f64)
+                            .sum::<f64>() as f32
+                    })
+                    .collect();
+                let got = crate::amx::with_emulation(|| {
+                    let b = PackedB::pack(&w, n, k, kernel);
+                    let mut c = vec![f32::NAN; m * n];
+                    // SAFETY: `c` holds m rows of n; the tiles are emulated.
+                    unsafe { gemm(&x, k, m, &b, c.as_mut_ptr(), n, &Plain, Threads::One) };
+                    c
+                });
+                let worst = max_diff(&got, &want);
+                assert!(
+                    worst < 2e-5 * (k as f32).sqrt(),
+                    "{kernel:?} m={m} n={n} k={k}: max |Δ| {worst}"
+                );
+            }
         }
     }
 }

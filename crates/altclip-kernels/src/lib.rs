@@ -10,10 +10,14 @@
 //!
 //! Kernels: AVX2 + FMA and AVX-512F for f32, AVX512-BF16 (`vdpbf16ps`: bf16
 //! products, f32 sums) for bf16, AVX512-VNNI (`vpdpbusd`: u8 × i8 products,
-//! i32 sums, dequantised in the epilogue) for int8. [`Kernel::select`] checks each kernel on a
-//! small layer before first use; `ALTCLIP_KERNELS=candle` makes it pick
-//! none, and a kernel's [`Kernel::flag_name`] (e.g. `avx2`) that kernel only.
+//! i32 sums, dequantised in the epilogue) for int8, and AMX (`tdpbf16ps`,
+//! `tdpbusd` on 32×32 tiles) for both where the CPU has it. [`Kernel::select`]
+//! checks each kernel on a small layer before first use (AMX in a child
+//! process first, so a faulting kernel cannot take the process down);
+//! `ALTCLIP_KERNELS=candle` makes it pick none, and a kernel's
+//! [`Kernel::flag_name`] (e.g. `avx2`) that kernel only.
 
+mod amx;
 mod attention;
 mod check;
 mod cpu;

@@ -4,6 +4,8 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+#[cfg(target_arch = "x86_64")]
+use super::amx;
 use super::cpu::Kernel;
 #[cfg(target_arch = "x86_64")]
 use super::gemm::NR;
@@ -32,6 +34,7 @@ pub fn rows_per_tile(kernel: Kernel) -> usize {
     match kernel {
         Kernel::Avx2 => MR_AVX2,
         Kernel::Avx512 | Kernel::Avx512Bf16 | Kernel::Avx512Vnni => MR,
+        Kernel::AmxBf16 | Kernel::AmxInt8 => crate::amx::MR,
     }
 }
 
@@ -86,6 +89,9 @@ pub unsafe fn tile(
             6,
             (kc, af, lda, bf, c, ldc, first)
         ),
+        // Always 32 rows: the GEMM pads A and the C block to whole tiles.
+        Kernel::AmxBf16 => amx::tile(amx::Op::Bf16, kc, a, lda, b, c, ldc, first),
+        Kernel::AmxInt8 => amx::tile(amx::Op::Int8, kc, a, lda, b, c, ldc, first),
     }
 }
 

@@ -87,10 +87,7 @@ mod tests {
     fn matches_candle_softmax() {
         for kernel in Kernel::ALL {
             if !kernel.runs_here() {
-                eprintln!(
-                    "skipped: the {} kernel does not run on this CPU",
-                    kernel.name()
-                );
+                eprintln!("{}", kernel.skip_line());
                 continue;
             }
             check(kernel);

@@ -165,6 +165,10 @@ impl ComputePlan {
             Some(Kernel::Avx512Vnni) => {
                 "avx512-vnni int8 kernels (int8 weights per channel, activations per row)"
             }
+            Some(Kernel::AmxBf16) => "amx-bf16 kernels (packed bf16 weights, f32 sums in tiles)",
+            Some(Kernel::AmxInt8) => {
+                "amx-int8 kernels (int8 weights per channel, activations per row, i32 tiles)"
+            }
             None => "candle matmul",
         }
     }
