@@ -52,6 +52,7 @@ fn main() -> Result<ExitCode> {
             );
         };
         let input = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        altclip_fuzz::run::capture_panics();
         return Ok(match run_one(&mut harness, target, &input) {
             Some(message) => {
                 eprintln!("{}: fails: {message}", path.display());

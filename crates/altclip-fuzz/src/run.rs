@@ -50,6 +50,14 @@ pub fn read_corpus(dir: &Path) -> std::io::Result<Vec<Vec<u8>>> {
 /// [`fuzz`] installs (the default hook would print every caught panic).
 static LAST_PANIC: Mutex<Option<String>> = Mutex::new(None);
 
+/// Replaces the panic hook with one that records the message for
+/// [`run_one`] instead of printing it.
+pub fn capture_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        *LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()) = Some(info.to_string());
+    }));
+}
+
 /// Fuzzes `target` for `budget`, saving failing inputs under `out`.
 pub fn fuzz(
     harness: &mut Harness,
@@ -65,9 +73,7 @@ pub fn fuzz(
         target.corpus_dir().display()
     );
     let previous_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|info| {
-        *LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()) = Some(info.to_string());
-    }));
+    capture_panics();
     let mut stats = Stats {
         target,
         executions: 0,

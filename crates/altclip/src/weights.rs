@@ -210,13 +210,20 @@ impl Weights {
             let file = MappedFile::open(path)?;
             (Store::Safetensors(vec![file]), vec![path.to_path_buf()])
         } else {
-            let pth = PthTensors::new(path, None).map_err(|e| Error::BadWeights {
+            let bad = |reason: String| Error::BadWeights {
                 path: path.to_path_buf(),
-                reason: format!(
-                    "{e} (only the zip format that torch.save has written since PyTorch 1.6 is supported; \
-                     re-save it or convert it to safetensors)"
-                ),
-            })?;
+                reason,
+            };
+            // candle's unpickler panics on some malformed files (found by
+            // altclip-fuzz); that is a bad file, not a crash.
+            let pth = std::panic::catch_unwind(|| PthTensors::new(path, None))
+                .map_err(|_| bad("the pickle is malformed (the reader gave up on it)".into()))?
+                .map_err(|e| {
+                    bad(format!(
+                        "{e} (only the zip format that torch.save has written since PyTorch 1.6 is supported; \
+                         re-save it or convert it to safetensors)"
+                    ))
+                })?;
             (Store::Pickle(pth), vec![path.to_path_buf()])
         };
         let files = paths
@@ -457,7 +464,14 @@ impl Weights {
                 .iter()
                 .find(|f| f.shape(&key).is_some())
                 .map(|f| f.load(&key, device)),
-            Store::Pickle(pth) => Some(pth.get(&key).map_err(Error::from)),
+            Store::Pickle(pth) => Some(
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pth.get(&key)))
+                    .map_err(|_| Error::BadWeights {
+                        path: self.inner.paths[0].clone(),
+                        reason: format!("tensor `{key}`: its storage is malformed"),
+                    })?
+                    .map_err(Error::from),
+            ),
             Store::Memory(map) => map.get(&key).map(|t| Ok(Some(t.to_device(device)?))),
         };
         tensor
