@@ -190,33 +190,27 @@ pub unsafe fn tile(
     for s in (0..kc).step_by(K_STEP) {
         let (a0, a1) = (a.add(s), a.add(16 * lda + s));
         let (b0, b1) = (b.add(s * crate::gemm::NR), b.add(s * crate::gemm::NR + 16));
+        // One K step: A rows 0–15 meet both B halves, then rows 16–31 do.
+        macro_rules! step {
+            ($dp:literal) => {
+                asm!(
+                    "tileloadd tmm4, [{a0} + {sa} * 1]",
+                    "tileloadd tmm6, [{b0} + {sb} * 1]",
+                    "tileloadd tmm7, [{b1} + {sb} * 1]",
+                    concat!($dp, " tmm0, tmm4, tmm6"),
+                    concat!($dp, " tmm1, tmm4, tmm7"),
+                    "tileloadd tmm5, [{a1} + {sa} * 1]",
+                    concat!($dp, " tmm2, tmm5, tmm6"),
+                    concat!($dp, " tmm3, tmm5, tmm7"),
+                    a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0, b1 = in(reg) b1,
+                    sa = in(reg) sa, sb = in(reg) sb,
+                    options(nostack, readonly)
+                )
+            };
+        }
         match op {
-            Op::Bf16 => asm!(
-                "tileloadd tmm4, [{a0} + {sa} * 1]",
-                "tileloadd tmm6, [{b0} + {sb} * 1]",
-                "tileloadd tmm7, [{b1} + {sb} * 1]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tileloadd tmm5, [{a1} + {sa} * 1]",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
-                a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0, b1 = in(reg) b1,
-                sa = in(reg) sa, sb = in(reg) sb,
-                options(nostack, readonly)
-            ),
-            Op::Int8 => asm!(
-                "tileloadd tmm4, [{a0} + {sa} * 1]",
-                "tileloadd tmm6, [{b0} + {sb} * 1]",
-                "tileloadd tmm7, [{b1} + {sb} * 1]",
-                "tdpbusd tmm0, tmm4, tmm6",
-                "tdpbusd tmm1, tmm4, tmm7",
-                "tileloadd tmm5, [{a1} + {sa} * 1]",
-                "tdpbusd tmm2, tmm5, tmm6",
-                "tdpbusd tmm3, tmm5, tmm7",
-                a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0, b1 = in(reg) b1,
-                sa = in(reg) sa, sb = in(reg) sb,
-                options(nostack, readonly)
-            ),
+            Op::Bf16 => step!("tdpbf16ps"),
+            Op::Int8 => step!("tdpbusd"),
         }
     }
     asm!(
