@@ -86,10 +86,25 @@ pub struct RowQuant {
 
 impl RowQuant {
     /// The quantisation of `row`: its range, widened to hold 0 exactly.
+    #[inline(always)]
     pub fn of(row: &[f32]) -> Self {
-        let (lo, hi) = row
-            .iter()
-            .fold((0f32, 0f32), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        // Sixteen running extremes (one per vector lane), reduced at the end:
+        // a single running min/max is a chain the compiler cannot vectorise.
+        const LANES: usize = 16;
+        let (mut lo, mut hi) = ([0f32; LANES], [0f32; LANES]);
+        let chunks = row.chunks_exact(LANES);
+        for x in chunks.remainder() {
+            lo[0] = lo[0].min(*x);
+            hi[0] = hi[0].max(*x);
+        }
+        for chunk in chunks {
+            for t in 0..LANES {
+                lo[t] = lo[t].min(chunk[t]);
+                hi[t] = hi[t].max(chunk[t]);
+            }
+        }
+        let lo = lo.iter().fold(0f32, |m, &x| m.min(x));
+        let hi = hi.iter().fold(0f32, |m, &x| m.max(x));
         let range = hi - lo;
         if !(range > 0.0 && range.is_finite()) {
             return Self {
@@ -405,7 +420,7 @@ pub unsafe fn gemm(
         m
     ];
     let pack = |(i, (out, quant)): (usize, (&mut [u32], &mut RowQuant))| {
-        *quant = pack_a_row(&a[i * lda_in..][..k], precision, out);
+        *quant = pack_a_row(&a[i * lda_in..][..k], b.kernel, out);
         // K padding meets zero weights, but stale bits could be NaN.
         out[packed_words(k, precision)..padded_k].fill(0);
     };
@@ -517,7 +532,7 @@ unsafe fn run_group(
         for i in m0..m1 {
             let row = &mut block[(i - m0) * lds..][..cols];
             if let Some(q) = &b.quant {
-                dequantize(row, q, col0, pa.row_quant[i]);
+                dequantize(row, q, col0, pa.row_quant[i], kernel);
             }
             epi.apply(i, col0, row);
             std::ptr::copy_nonoverlapping(row.as_ptr(), c.add(i * ldc + col0), cols);
@@ -528,7 +543,25 @@ unsafe fn run_group(
 
 /// Turns a row of i32 sums (stored in `row`'s bits by the int8 kernel,
 /// columns from `col0`) into f32: undoes A's zero point, then both scales.
-fn dequantize(row: &mut [f32], q: &ColumnQuant, col0: usize, a: RowQuant) {
+fn dequantize(row: &mut [f32], q: &ColumnQuant, col0: usize, a: RowQuant, kernel: Kernel) {
+    #[cfg(target_arch = "x86_64")]
+    if kernel.avx512() {
+        // SAFETY: int8 kernels need AVX-512 (checked where weights are packed).
+        return unsafe { dequantize_avx512(row, q, col0, a) };
+    }
+    let _ = kernel;
+    dequantize_any(row, q, col0, a)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn dequantize_avx512(row: &mut [f32], q: &ColumnQuant, col0: usize, a: RowQuant) {
+    dequantize_any(row, q, col0, a)
+}
+
+/// Compiled once per instruction set through the wrappers above.
+#[inline(always)]
+fn dequantize_any(row: &mut [f32], q: &ColumnQuant, col0: usize, a: RowQuant) {
     let cols = col0..col0 + row.len();
     for ((v, &sum), &scale) in row
         .iter_mut()
@@ -543,7 +576,24 @@ fn dequantize(row: &mut [f32], q: &ColumnQuant, col0: usize, a: RowQuant) {
 /// One row of A for the kernels: f32 bits, bf16 pairs (the last one
 /// zero-padded when k is odd), or quads of u8 (see [`RowQuant`]). Returns
 /// the row's int8 quantisation (unit for the float kernels).
-fn pack_a_row(row: &[f32], precision: Precision, out: &mut [u32]) -> RowQuant {
+fn pack_a_row(row: &[f32], kernel: Kernel, out: &mut [u32]) -> RowQuant {
+    #[cfg(target_arch = "x86_64")]
+    if kernel.avx512() {
+        // SAFETY: the kernel's features were checked when its weight was packed.
+        return unsafe { pack_a_row_avx512(row, kernel.precision(), out) };
+    }
+    pack_a_row_any(row, kernel.precision(), out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn pack_a_row_avx512(row: &[f32], precision: Precision, out: &mut [u32]) -> RowQuant {
+    pack_a_row_any(row, precision, out)
+}
+
+/// Compiled once per instruction set through the wrappers above.
+#[inline(always)]
+fn pack_a_row_any(row: &[f32], precision: Precision, out: &mut [u32]) -> RowQuant {
     let unit = RowQuant {
         scale: 1.0,
         zero: 0,
