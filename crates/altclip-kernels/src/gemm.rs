@@ -218,47 +218,31 @@ impl PackedB {
         let rows = Self::rows_for(k, kernel);
         let len = panels * rows * NR;
         let mut data = Storage::zeroed(len);
-        let at = |j: usize, kk: usize| if kk < k { w[j * sn + kk * sk] } else { 0.0 };
-        // int8: per column (a row of the weight) its scale first; the sums of
-        // the quantised columns are taken while packing, panel by panel.
-        let scales: Vec<f32> = match precision {
-            Precision::Int8 => {
-                let column = |j: usize| match sk {
-                    1 => int8_scale(w[j * sn..][..k].iter().fold(0f32, |m, x| m.max(x.abs()))),
-                    _ => int8_scale((0..k).map(|kk| at(j, kk).abs()).fold(0.0, f32::max)),
-                };
-                if n * k >= SMALL {
-                    (0..n).into_par_iter().map(column).collect()
-                } else {
-                    (0..n).map(column).collect()
-                }
-            }
-            _ => Vec::new(),
-        };
-        // Fills panel `p`; returns the sums of its quantised columns (int8).
-        let fill = |(p, panel): (usize, &mut [u32])| -> [i32; NR] {
-            let mut sums = [0i32; NR];
+        // Fills panel `p` column by column: each column (a row of the
+        // weight) is quantised or rounded as one contiguous slice, which
+        // vectorises, then spread over the panel's rows. Returns, per
+        // column, the int8 scale and the sum of the quantised values.
+        let fill = |(p, panel): (usize, &mut [u32])| -> [(f32, i32); NR] {
+            let mut quant = [(1.0, 0); NR];
+            let mut words = vec![0u32; rows];
+            let mut gathered = Vec::new();
             for j in p * NR..n.min((p + 1) * NR) {
-                let inv = scales.get(j).map_or(1.0, |s| 1.0 / s);
-                let sum = &mut sums[j % NR];
-                for r in 0..rows {
-                    panel[r * NR + j % NR] = match precision {
-                        Precision::F32 => at(j, r).to_bits(),
-                        Precision::Bf16 => {
-                            bf16_bits(at(j, 2 * r)) | (bf16_bits(at(j, 2 * r + 1)) << 16)
-                        }
-                        Precision::Int8 => (0..4).fold(0u32, |word, t| {
-                            let q = quantize(at(j, 4 * r + t), inv);
-                            *sum += q;
-                            word | ((q as u8 as u32) << (8 * t))
-                        }),
-                    };
+                let col: &[f32] = if sk == 1 {
+                    &w[j * sn..][..k]
+                } else {
+                    gathered.clear();
+                    gathered.extend((0..k).map(|kk| w[j * sn + kk * sk]));
+                    &gathered
+                };
+                quant[j % NR] = pack_column(col, kernel, &mut words);
+                for (r, &word) in words.iter().enumerate() {
+                    panel[r * NR + j % NR] = word;
                 }
             }
-            sums
+            quant
         };
         let out = data.as_mut_slice(len);
-        let panel_sums: Vec<[i32; NR]> = if len >= SMALL {
+        let panel_quant: Vec<[(f32, i32); NR]> = if len >= SMALL {
             out.par_chunks_mut(rows * NR)
                 .enumerate()
                 .map(fill)
@@ -266,9 +250,13 @@ impl PackedB {
         } else {
             out.chunks_mut(rows * NR).enumerate().map(fill).collect()
         };
-        let mut sums: Vec<i32> = panel_sums.into_iter().flatten().collect();
-        sums.truncate(n);
-        let quant = (precision == Precision::Int8).then_some(ColumnQuant { scales, sums });
+        let quant = (precision == Precision::Int8).then(|| {
+            let (mut scales, mut sums): (Vec<f32>, Vec<i32>) =
+                panel_quant.into_iter().flatten().unzip();
+            scales.truncate(n);
+            sums.truncate(n);
+            ColumnQuant { scales, sums }
+        });
         Self {
             kernel,
             n,
@@ -333,6 +321,109 @@ impl PackedB {
         }
         w
     }
+}
+
+/// Packs one column of a weight (its `k` values, contiguous) into `words`
+/// (one per packed row, the padding zeroed) for `kernel`'s precision; for
+/// int8 returns the column's scale and the sum of its quantised values.
+fn pack_column(col: &[f32], kernel: Kernel, words: &mut [u32]) -> (f32, i32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: weights are packed only for kernels that run here.
+    unsafe {
+        if kernel.avx512() {
+            pack_column_avx512(col, kernel.precision(), words)
+        } else {
+            pack_column_avx2(col, kernel.precision(), words)
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    pack_column_any(col, kernel.precision(), words)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn pack_column_avx512(col: &[f32], precision: Precision, words: &mut [u32]) -> (f32, i32) {
+    pack_column_any(col, precision, words)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn pack_column_avx2(col: &[f32], precision: Precision, words: &mut [u32]) -> (f32, i32) {
+    pack_column_any(col, precision, words)
+}
+
+/// Compiled once per instruction set through the wrappers above.
+#[inline(always)]
+fn pack_column_any(col: &[f32], precision: Precision, words: &mut [u32]) -> (f32, i32) {
+    let used = packed_words(col.len(), precision);
+    words[used..].fill(0);
+    match precision {
+        Precision::F32 => {
+            for (o, x) in words.iter_mut().zip(col) {
+                *o = x.to_bits();
+            }
+            (1.0, 0)
+        }
+        Precision::Bf16 => {
+            let pairs = col.chunks_exact(2);
+            let last = pairs.remainder().first().map(|&x| bf16_bits(x));
+            for (o, pair) in words.iter_mut().zip(pairs) {
+                *o = bf16_bits(pair[0]) | (bf16_bits(pair[1]) << 16);
+            }
+            if let Some(lo) = last {
+                words[used - 1] = lo;
+            }
+            (1.0, 0)
+        }
+        Precision::Int8 => {
+            let scale = int8_scale(max_abs(col));
+            let inv = 1.0 / scale;
+            let mut sum = 0i32;
+            let quads = col.chunks_exact(4);
+            let tail = quads.remainder();
+            for (o, q) in words.iter_mut().zip(quads) {
+                // Spelled out: array::map would not inline into the wrapper.
+                let (a, b, c, d) = (
+                    quantize(q[0], inv),
+                    quantize(q[1], inv),
+                    quantize(q[2], inv),
+                    quantize(q[3], inv),
+                );
+                sum += a + b + c + d;
+                *o = (a as u8 as u32)
+                    | (b as u8 as u32) << 8
+                    | (c as u8 as u32) << 16
+                    | (d as u8 as u32) << 24;
+            }
+            if !tail.is_empty() {
+                let v: Vec<i32> = tail.iter().map(|&x| quantize(x, inv)).collect();
+                sum += v.iter().sum::<i32>();
+                words[used - 1] = v
+                    .iter()
+                    .enumerate()
+                    .fold(0, |word, (t, &q)| word | ((q as u8 as u32) << (8 * t)));
+            }
+            (scale, sum)
+        }
+    }
+}
+
+/// The largest |x| of `v`, with sixteen running maxima (one per vector
+/// lane): a single running maximum is a chain the compiler cannot vectorise.
+#[inline(always)]
+fn max_abs(v: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let mut lanes = [0f32; LANES];
+    let chunks = v.chunks_exact(LANES);
+    for x in chunks.remainder() {
+        lanes[0] = lanes[0].max(x.abs());
+    }
+    for chunk in chunks {
+        for t in 0..LANES {
+            lanes[t] = lanes[t].max(chunk[t].abs());
+        }
+    }
+    lanes.iter().fold(0f32, |m, &x| m.max(x))
 }
 
 /// Words that `k` values take packed: k (f32), k pairs (bf16), k quads (int8).
