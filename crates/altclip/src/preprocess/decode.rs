@@ -207,13 +207,40 @@ fn decode_unguarded(bytes: &[u8], name: &str, max_pixels: u64) -> Result<RgbImag
     Ok(to_rgb(img))
 }
 
-/// transformers' `convert_to_rgb`: RGB stays as it is; every other mode goes
-/// to RGBA and is alpha-composited over opaque white with Pillow's integer
-/// arithmetic (`Image.alpha_composite`), then the alpha is dropped.
+/// transformers' `convert_to_rgb` on the mode Pillow opens the file in: RGB
+/// stays as it is; every other mode goes to RGBA and is alpha-composited over
+/// opaque white with Pillow's integer arithmetic (`Image.alpha_composite`),
+/// then the alpha is dropped.
+///
+/// 16-bit samples follow Pillow's PNG reader, not a rescale: 16-bit RGB(A)
+/// and grey+alpha are read as 8-bit from each sample's high byte (grey+alpha
+/// as RGBA), and 16-bit grey is mode `I;16`, whose conversion to RGBA clips
+/// at 255.
 pub fn to_rgb(img: DynamicImage) -> RgbImage {
+    let high = |v: u16| (v >> 8) as u8;
     match img {
         DynamicImage::ImageRgb8(rgb) => rgb,
         DynamicImage::ImageLuma8(gray) => DynamicImage::ImageLuma8(gray).to_rgb8(),
+        DynamicImage::ImageRgb16(rgb) => RgbImage::from_fn(rgb.width(), rgb.height(), |x, y| {
+            image::Rgb(rgb.get_pixel(x, y).0.map(high))
+        }),
+        DynamicImage::ImageRgba16(rgba) => {
+            composite_over_white(&RgbaImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+                image::Rgba(rgba.get_pixel(x, y).0.map(high))
+            }))
+        }
+        DynamicImage::ImageLumaA16(la) => {
+            composite_over_white(&RgbaImage::from_fn(la.width(), la.height(), |x, y| {
+                let [l, a] = la.get_pixel(x, y).0.map(high);
+                image::Rgba([l, l, l, a])
+            }))
+        }
+        DynamicImage::ImageLuma16(gray) => {
+            RgbImage::from_fn(gray.width(), gray.height(), |x, y| {
+                let l = gray.get_pixel(x, y).0[0].min(255) as u8;
+                image::Rgb([l, l, l])
+            })
+        }
         other => composite_over_white(&other.to_rgba8()),
     }
 }

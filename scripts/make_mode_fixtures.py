@@ -1,0 +1,66 @@
+"""16-bit PNGs and Pillow's RGB for them, for the RGB-conversion parity test.
+
+Pillow reads a 16-bit RGB(A) PNG as 8-bit "RGB"/"RGBA" from each sample's high byte, a 16-bit
+grey+alpha PNG as "RGBA" (high bytes), and a 16-bit grey PNG as "I;16", whose convert("RGB"/"RGBA")
+clips at 255 rather than scaling. transformers' convert_to_rgb then composites non-RGB modes over
+white. Writes tests/fixtures/images/{gray16,la16,rgb16,rgba16}.png and adds their references to
+tests/fixtures/rgb/ (index.json keeps its other entries). Run after make_fixtures.py:
+
+    python scripts/make_mode_fixtures.py
+"""
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from transformers.image_transforms import convert_to_rgb
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGES = ROOT / "tests" / "fixtures" / "images"
+RGB = ROOT / "tests" / "fixtures" / "rgb"
+
+
+def png16(samples: np.ndarray, color_type: int) -> bytes:
+    """A 16-bit PNG (Pillow cannot write 16-bit RGB): samples is [h, w, channels] uint16."""
+    h, w = samples.shape[:2]
+    raw = b"".join(b"\x00" + samples[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+
+
+def plane(w: int, h: int, seed: int) -> np.ndarray:
+    """Values over the whole 16-bit range, with a band of small values (below 256) on top."""
+    y, x = np.mgrid[0:h, 0:w]
+    v = (x * 1031 + y * 7919 + seed * 4099) % 65536
+    v[: h // 4] = (x[: h // 4] * 7 + y[: h // 4] * 3 + seed) % 300
+    return v.astype(np.uint16)
+
+
+def main() -> None:
+    w, h = 40, 24
+    files = {
+        "gray16.png": (0, [plane(w, h, 1)]),
+        "la16.png": (4, [plane(w, h, 2), plane(w, h, 3)]),
+        "rgb16.png": (2, [plane(w, h, 4), plane(w, h, 5), plane(w, h, 6)]),
+        "rgba16.png": (6, [plane(w, h, 7), plane(w, h, 8), plane(w, h, 9), plane(w, h, 10)]),
+    }
+    index = [e for e in json.loads((RGB / "index.json").read_text()) if e["source"] not in files]
+    for name, (color_type, planes) in files.items():
+        (IMAGES / name).write_bytes(png16(np.stack(planes, axis=-1), color_type))
+        img = Image.open(IMAGES / name)
+        rgb = convert_to_rgb(img, return_numpy=True)
+        stem = name.replace(".", "_")
+        Image.fromarray(rgb, "RGB").save(RGB / f"{stem}.png")
+        index.append({"source": name, "mode": img.mode, "composited_over_white": img.mode != "RGB",
+                      "width": int(rgb.shape[1]), "height": int(rgb.shape[0]), "file": f"{stem}.png"})
+    (RGB / "index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()
