@@ -42,6 +42,35 @@ def plane(w: int, h: int, seed: int) -> np.ndarray:
     return v.astype(np.uint16)
 
 
+def photo(w: int, h: int) -> Image.Image:
+    """A smooth RGB image with edges: what lossy codecs are tested on."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    r = 128 + 100 * np.sin(x / 7.0) * np.cos(y / 11.0)
+    g = 128 + 90 * np.cos((x + y) / 9.0)
+    b = np.where((x - w / 2) ** 2 + (y - h / 2) ** 2 < (h / 3) ** 2, 220.0, 40 + x * 2.0)
+    return Image.fromarray(np.clip(np.stack([r, g, b], -1), 0, 255).astype(np.uint8), "RGB")
+
+
+def write_pillow_modes() -> list[str]:
+    """Modes and formats Pillow writes itself; returns the file names."""
+    base = photo(48, 32)
+    alpha = Image.fromarray((np.mgrid[0:32, 0:48][1] * 5 % 256).astype(np.uint8), "L")
+    rgba = base.copy()
+    rgba.putalpha(alpha)
+    base.convert("1").save(IMAGES / "bilevel.png")
+    pa = base.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    pa.save(IMAGES / "pa.png", transparency=bytes(range(0, 256, 16)))
+    base.convert("CMYK").save(IMAGES / "cmyk.tiff")
+    base.save(IMAGES / "lossy.webp", quality=80)
+    base.save(IMAGES / "lossless.webp", lossless=True)
+    rgba.save(IMAGES / "rgba_lossy.webp", quality=80)
+    rgba.save(IMAGES / "rgba32.bmp")
+    frames = [base, base.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    frames[0].save(IMAGES / "anim.png", save_all=True, append_images=frames[1:], duration=100)
+    return ["bilevel.png", "pa.png", "cmyk.tiff", "lossy.webp", "lossless.webp", "rgba_lossy.webp",
+            "rgba32.bmp", "anim.png"]
+
+
 def main() -> None:
     w, h = 40, 24
     files = {
@@ -50,9 +79,11 @@ def main() -> None:
         "rgb16.png": (2, [plane(w, h, 4), plane(w, h, 5), plane(w, h, 6)]),
         "rgba16.png": (6, [plane(w, h, 7), plane(w, h, 8), plane(w, h, 9), plane(w, h, 10)]),
     }
-    index = [e for e in json.loads((RGB / "index.json").read_text()) if e["source"] not in files]
     for name, (color_type, planes) in files.items():
         (IMAGES / name).write_bytes(png16(np.stack(planes, axis=-1), color_type))
+    names = list(files) + write_pillow_modes()
+    index = [e for e in json.loads((RGB / "index.json").read_text()) if e["source"] not in names]
+    for name in names:
         img = Image.open(IMAGES / name)
         rgb = convert_to_rgb(img, return_numpy=True)
         stem = name.replace(".", "_")
