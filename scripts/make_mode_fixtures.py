@@ -67,8 +67,35 @@ def write_pillow_modes() -> list[str]:
     rgba.save(IMAGES / "rgba32.bmp")
     frames = [base, base.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
     frames[0].save(IMAGES / "anim.png", save_all=True, append_images=frames[1:], duration=100)
-    return ["bilevel.png", "pa.png", "cmyk.tiff", "lossy.webp", "lossless.webp", "rgba_lossy.webp",
-            "rgba32.bmp", "anim.png"]
+    names = ["bilevel.png", "pa.png", "cmyk.tiff", "lossy.webp", "lossless.webp", "rgba_lossy.webp",
+             "rgba32.bmp", "anim.png"]
+    return names + write_jpegs(photo(83, 61))
+
+
+def write_jpegs(base: Image.Image) -> list[str]:
+    """JPEGs in every encoding Pillow writes: each subsampling at three qualities,
+    progressive, optimised, restart intervals, greyscale and CMYK (Adobe, inverted)."""
+    rng = np.random.default_rng(3)
+    noisy = np.asarray(base).astype(np.int16) + rng.integers(-12, 13, (base.height, base.width, 3))
+    base = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB")
+    names = []
+    for sub, tag in [(0, "444"), (1, "422"), (2, "420")]:
+        for q in (50, 90, 100):
+            name = f"jpeg_{tag}_q{q}.jpg"
+            base.save(IMAGES / name, quality=q, subsampling=sub)
+            names.append(name)
+    extra = {
+        "jpeg_progressive.jpg": dict(quality=85, progressive=True),
+        "jpeg_optimized.jpg": dict(quality=85, optimize=True),
+        "jpeg_restart_blocks.jpg": dict(quality=85, restart_marker_blocks=3),
+        "jpeg_restart_rows.jpg": dict(quality=85, restart_marker_rows=1, subsampling=0),
+    }
+    for name, options in extra.items():
+        base.save(IMAGES / name, **options)
+        names.append(name)
+    base.convert("L").save(IMAGES / "jpeg_gray.jpg", quality=85)
+    base.convert("CMYK").save(IMAGES / "jpeg_cmyk.jpg", quality=90)
+    return names + ["jpeg_gray.jpg", "jpeg_cmyk.jpg"]
 
 
 def main() -> None:

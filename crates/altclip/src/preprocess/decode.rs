@@ -7,7 +7,7 @@ use std::io::{Cursor, Read};
 use std::path::Path;
 use std::time::Duration;
 
-use image::{DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage, RgbaImage};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage, RgbaImage};
 
 use crate::error::{Error, Result};
 
@@ -163,7 +163,8 @@ fn decode_unguarded(bytes: &[u8], name: &str, max_pixels: u64) -> Result<RgbImag
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| fail(e.to_string()))?;
-    if reader.format().is_none() {
+    let reader_format = reader.format();
+    if reader_format.is_none() {
         return Err(fail(
             "not a recognised image format (expected PNG, JPEG, WebP, GIF, BMP or TIFF)".into(),
         ));
@@ -190,7 +191,11 @@ fn decode_unguarded(bytes: &[u8], name: &str, max_pixels: u64) -> Result<RgbImag
         });
     }
     let orientation = decoder.orientation().ok();
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| match e {
+    if reader_format == Some(ImageFormat::Jpeg) {
+        let rgb = super::jpeg::decode(bytes).map_err(&fail)?;
+        return finish(DynamicImage::ImageRgb8(rgb), orientation, &fail);
+    }
+    let img = DynamicImage::from_decoder(decoder).map_err(|e| match e {
         image::ImageError::Limits(_) => fail(format!(
             "decoding would need more than {} bytes, too many for a {width}x{height} image \
              (a frame larger than the image, or a huge chunk?)",
@@ -198,6 +203,15 @@ fn decode_unguarded(bytes: &[u8], name: &str, max_pixels: u64) -> Result<RgbImag
         )),
         e => undecodable(&e),
     })?;
+    finish(img, orientation, &fail)
+}
+
+/// EXIF orientation, then the RGB conversion.
+fn finish(
+    mut img: DynamicImage,
+    orientation: Option<image::metadata::Orientation>,
+    fail: &dyn Fn(String) -> Error,
+) -> Result<RgbImage> {
     if let Some(o) = orientation {
         img.apply_orientation(o);
     }

@@ -4,6 +4,7 @@
 //! `preprocessor_config.json`.
 
 pub mod decode;
+mod jpeg;
 pub mod resample;
 
 use std::path::Path;
