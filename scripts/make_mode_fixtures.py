@@ -3,13 +3,18 @@
 Pillow reads a 16-bit RGB(A) PNG as 8-bit "RGB"/"RGBA" from each sample's high byte, a 16-bit
 grey+alpha PNG as "RGBA" (high bytes), and a 16-bit grey PNG as "I;16", whose convert("RGB"/"RGBA")
 clips at 255 rather than scaling. transformers' convert_to_rgb then composites non-RGB modes over
-white. Writes tests/fixtures/images/{gray16,la16,rgb16,rgba16}.png and adds their references to
+white. Each entry also records the SHA-256 of CLIPImageProcessor's (PIL backend, tiny-224's config)
+float32 pixel_values, so the test checks the resized, normalised pixels bit for bit. Writes
+tests/fixtures/images/{gray16,la16,rgb16,rgba16}.png and adds their references to
 tests/fixtures/rgb/ (index.json keeps its other entries). Run after make_fixtures.py:
 
     python scripts/make_mode_fixtures.py
 """
+import hashlib
 import json
+import shutil
 import struct
+import subprocess
 import zlib
 from pathlib import Path
 
@@ -73,29 +78,41 @@ def write_pillow_modes() -> list[str]:
 
 
 def write_jpegs(base: Image.Image) -> list[str]:
-    """JPEGs in every encoding Pillow writes: each subsampling at three qualities,
-    progressive, optimised, restart intervals, greyscale and CMYK (Adobe, inverted)."""
+    """JPEGs in `images/jpeg/`: every subsampling Pillow writes at seven qualities, each baseline,
+    progressive and optimised; restart intervals, greyscale and CMYK (Adobe, inverted); and, when
+    libjpeg-turbo's `cjpeg` is installed (Debian's libjpeg-turbo-progs), the encodings Pillow cannot
+    write: 4:4:0, 4:1:1 and arithmetic coding. Returns the names relative to `images/`."""
     rng = np.random.default_rng(3)
     noisy = np.asarray(base).astype(np.int16) + rng.integers(-12, 13, (base.height, base.width, 3))
     base = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB")
+    out = IMAGES / "jpeg"
+    out.mkdir(exist_ok=True)
     names = []
+
+    def save(name: str, img: Image.Image, **options) -> None:
+        img.save(out / name, **options)
+        names.append(f"jpeg/{name}")
+
     for sub, tag in [(0, "444"), (1, "422"), (2, "420")]:
-        for q in (50, 90, 100):
-            name = f"jpeg_{tag}_q{q}.jpg"
-            base.save(IMAGES / name, quality=q, subsampling=sub)
-            names.append(name)
-    extra = {
-        "jpeg_progressive.jpg": dict(quality=85, progressive=True),
-        "jpeg_optimized.jpg": dict(quality=85, optimize=True),
-        "jpeg_restart_blocks.jpg": dict(quality=85, restart_marker_blocks=3),
-        "jpeg_restart_rows.jpg": dict(quality=85, restart_marker_rows=1, subsampling=0),
-    }
-    for name, options in extra.items():
-        base.save(IMAGES / name, **options)
-        names.append(name)
-    base.convert("L").save(IMAGES / "jpeg_gray.jpg", quality=85)
-    base.convert("CMYK").save(IMAGES / "jpeg_cmyk.jpg", quality=90)
-    return names + ["jpeg_gray.jpg", "jpeg_cmyk.jpg"]
+        for q in (50, 60, 70, 80, 90, 95, 100):
+            save(f"{tag}_q{q}.jpg", base, quality=q, subsampling=sub)
+            save(f"{tag}_q{q}_progressive.jpg", base, quality=q, subsampling=sub, progressive=True)
+            save(f"{tag}_q{q}_optimized.jpg", base, quality=q, subsampling=sub, optimize=True)
+    save("restart_blocks.jpg", base, quality=85, restart_marker_blocks=3)
+    save("restart_rows.jpg", base, quality=85, restart_marker_rows=1, subsampling=0)
+    save("gray.jpg", base.convert("L"), quality=85)
+    save("cmyk.jpg", base.convert("CMYK"), quality=90)
+    cjpeg = shutil.which("cjpeg")
+    if cjpeg:
+        ppm = out / "source.ppm"
+        base.save(ppm)
+        for name, flags in [("cjpeg_440.jpg", ["-sample", "1x2"]), ("cjpeg_411.jpg", ["-sample", "4x1"]),
+                            ("cjpeg_arithmetic.jpg", ["-arithmetic"]),
+                            ("cjpeg_restart.jpg", ["-restart", "1", "-sample", "2x2"])]:
+            subprocess.run([cjpeg, "-quality", "85", *flags, "-outfile", str(out / name), str(ppm)], check=True)
+            names.append(f"jpeg/{name}")
+        ppm.unlink()
+    return names
 
 
 def main() -> None:
@@ -109,14 +126,23 @@ def main() -> None:
     for name, (color_type, planes) in files.items():
         (IMAGES / name).write_bytes(png16(np.stack(planes, axis=-1), color_type))
     names = list(files) + write_pillow_modes()
-    index = [e for e in json.loads((RGB / "index.json").read_text()) if e["source"] not in names]
+    # make_fixtures.py's entries stay; this script's own are rewritten.
+    index = [e for e in json.loads((RGB / "index.json").read_text())
+             if e["source"] not in names and (IMAGES / e["source"]).exists()]
+    from transformers import AutoImageProcessor
+
+    processor = AutoImageProcessor.from_pretrained(ROOT / "tests" / "fixtures" / "tiny-224", backend="pil")
+    assert processor.backend == "pil", processor
     for name in names:
         img = Image.open(IMAGES / name)
+        pixels = processor(images=Image.open(IMAGES / name), return_tensors="np")["pixel_values"][0]
+        digest = hashlib.sha256(pixels.astype("<f4").tobytes()).hexdigest()
         rgb = convert_to_rgb(img, return_numpy=True)
-        stem = name.replace(".", "_")
+        stem = name.replace("/", "_").replace(".", "_")
         Image.fromarray(rgb, "RGB").save(RGB / f"{stem}.png")
         index.append({"source": name, "mode": img.mode, "composited_over_white": img.mode != "RGB",
-                      "width": int(rgb.shape[1]), "height": int(rgb.shape[0]), "file": f"{stem}.png"})
+                      "width": int(rgb.shape[1]), "height": int(rgb.shape[0]), "file": f"{stem}.png",
+                      "pixel_values_sha256": digest})
     (RGB / "index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
 

@@ -420,6 +420,8 @@ fn missing_tensor_is_named() {
 
 #[test]
 fn rgb_conversion_matches_transformers() {
+    use sha2::{Digest, Sha256};
+    let preprocessor = Preprocessor::from_dir(&fixtures().join("tiny-224"), 224).unwrap();
     let dir = fixtures().join("rgb");
     let index = read_json(&dir.join("index.json"));
     for entry in index.as_array().unwrap() {
@@ -445,6 +447,19 @@ fn rgb_conversion_matches_transformers() {
             max, 0,
             "{source}: max difference {max} from Pillow's RGB conversion"
         );
+        // And so are the resized, normalised pixel values (by their digest).
+        if let Some(want) = entry["pixel_values_sha256"].as_str() {
+            let values = preprocessor.pixel_values(&ours).unwrap();
+            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let got: String = Sha256::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(
+                got, want,
+                "{source}: pixel_values differ from transformers'"
+            );
+        }
     }
 }
 

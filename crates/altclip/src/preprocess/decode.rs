@@ -169,6 +169,18 @@ fn decode_unguarded(bytes: &[u8], name: &str, max_pixels: u64) -> Result<RgbImag
             "not a recognised image format (expected PNG, JPEG, WebP, GIF, BMP or TIFF)".into(),
         ));
     }
+    if reader_format == Some(ImageFormat::Jpeg) {
+        let rgb = super::jpeg::decode(bytes, |width, height| {
+            check_pixels(name, width, height, max_pixels)
+        })?
+        .map_err(&fail)?;
+        // The image crate reads EXIF (it may not parse every JPEG: then none).
+        let orientation = reader
+            .into_decoder()
+            .ok()
+            .and_then(|mut d| d.orientation().ok());
+        return finish(DynamicImage::ImageRgb8(rgb), orientation, &fail);
+    }
     // Our pixel limit is the policy; the decoders' allocations follow from it
     // (the crate's fixed default would refuse large images a user allowed).
     let mut limits = Limits::no_limits();
@@ -180,6 +192,21 @@ fn decode_unguarded(bytes: &[u8], name: &str, max_pixels: u64) -> Result<RgbImag
         ))
     })?;
     let (width, height) = decoder.dimensions();
+    check_pixels(name, width, height, max_pixels)?;
+    let orientation = decoder.orientation().ok();
+    let img = DynamicImage::from_decoder(decoder).map_err(|e| match e {
+        image::ImageError::Limits(_) => fail(format!(
+            "decoding would need more than {} bytes, too many for a {width}x{height} image \
+             (a frame larger than the image, or a huge chunk?)",
+            max_decode_bytes(max_pixels)
+        )),
+        e => undecodable(&e),
+    })?;
+    finish(img, orientation, &fail)
+}
+
+/// Refuses a `width`×`height` image over `max_pixels`, before decoding it.
+fn check_pixels(name: &str, width: u32, height: u32, max_pixels: u64) -> Result<()> {
     let pixels = width as u64 * height as u64;
     if pixels > max_pixels {
         return Err(Error::TooManyPixels {
@@ -190,20 +217,7 @@ fn decode_unguarded(bytes: &[u8], name: &str, max_pixels: u64) -> Result<RgbImag
             limit: max_pixels,
         });
     }
-    let orientation = decoder.orientation().ok();
-    if reader_format == Some(ImageFormat::Jpeg) {
-        let rgb = super::jpeg::decode(bytes).map_err(&fail)?;
-        return finish(DynamicImage::ImageRgb8(rgb), orientation, &fail);
-    }
-    let img = DynamicImage::from_decoder(decoder).map_err(|e| match e {
-        image::ImageError::Limits(_) => fail(format!(
-            "decoding would need more than {} bytes, too many for a {width}x{height} image \
-             (a frame larger than the image, or a huge chunk?)",
-            max_decode_bytes(max_pixels)
-        )),
-        e => undecodable(&e),
-    })?;
-    finish(img, orientation, &fail)
+    Ok(())
 }
 
 /// EXIF orientation, then the RGB conversion.

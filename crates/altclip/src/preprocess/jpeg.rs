@@ -12,10 +12,29 @@ use mozjpeg::ColorSpace;
 /// file is truncated"). Four-component files (CMYK, and Adobe YCCK, which
 /// libjpeg turns into CMYK) are read as Pillow reads them, inverted (Adobe's
 /// convention, which Pillow always assumes), then converted by [`cmyk_to_rgb`].
-pub(super) fn decode(bytes: &[u8]) -> Result<RgbImage, String> {
+/// `check_size(width, height)` runs on the header's dimensions before any
+/// pixel is decoded.
+pub(super) fn decode<E>(
+    bytes: &[u8],
+    check_size: impl Fn(u32, u32) -> Result<(), E>,
+) -> Result<Result<RgbImage, String>, E> {
     if !has_end_of_image(bytes) {
-        return Err("the JPEG is truncated (no end-of-image marker after its image data)".into());
+        return Ok(Err(
+            "the JPEG is truncated (no end-of-image marker after its image data)".into(),
+        ));
     }
+    let header = std::panic::catch_unwind(|| {
+        mozjpeg::Decompress::new_mem(bytes).map(|d| (d.width() as u32, d.height() as u32))
+    });
+    match header {
+        Ok(Ok((w, h))) => check_size(w, h)?,
+        Ok(Err(e)) => return Ok(Err(format!("cannot read the JPEG's header: {e}"))),
+        Err(_) => return Ok(Err("cannot read the JPEG's header (corrupt?)".into())),
+    }
+    Ok(decode_pixels(bytes))
+}
+
+fn decode_pixels(bytes: &[u8]) -> Result<RgbImage, String> {
     // libjpeg reports errors by unwinding out of its callbacks; mozjpeg turns
     // most into `io::Error`, and the rest end here.
     let decoded = std::panic::catch_unwind(|| -> std::io::Result<Option<RgbImage>> {
@@ -93,6 +112,10 @@ fn has_end_of_image(b: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    fn no_limit(_: u32, _: u32) -> Result<(), ()> {
+        Ok(())
+    }
+
     fn jpeg(width: u32, height: u32) -> Vec<u8> {
         let img = RgbImage::from_fn(width, height, |x, y| {
             image::Rgb([x as u8 * 9, y as u8 * 7, 90])
@@ -110,16 +133,21 @@ mod tests {
     #[test]
     fn whole_files_decode_and_truncated_ones_are_refused() {
         let whole = jpeg(24, 16);
-        let img = decode(&whole).unwrap();
+        let img = decode_pixels(&whole).unwrap();
         assert_eq!(img.dimensions(), (24, 16));
         for cut in [whole.len() - 2, whole.len() / 2, 40] {
-            let err = decode(&whole[..cut]).unwrap_err();
+            let err = decode(&whole[..cut], no_limit).unwrap().unwrap_err();
             assert!(err.contains("truncated"), "{cut}: {err}");
         }
         // Bytes after the end-of-image marker are ignored, as libjpeg does.
         let mut tail = whole.clone();
         tail.extend_from_slice(b"trailing bytes");
-        assert_eq!(decode(&tail).unwrap(), img);
+        assert_eq!(decode(&tail, no_limit).unwrap().unwrap(), img);
+        let refused = decode(
+            &whole,
+            |w, h| if w * h > 100 { Err((w, h)) } else { Ok(()) },
+        );
+        assert_eq!(refused.unwrap_err(), (24, 16));
     }
 
     #[test]
@@ -129,6 +157,6 @@ mod tests {
         for b in &mut bad[20..sos] {
             *b = 0x5A; // the tables, overwritten
         }
-        assert!(decode(&bad).is_err());
+        assert!(decode(&bad, no_limit).unwrap().is_err());
     }
 }
