@@ -358,21 +358,8 @@ fn pack_column_any(col: &[f32], precision: Precision, words: &mut [u32]) -> (f32
     let used = packed_words(col.len(), precision);
     words[used..].fill(0);
     match precision {
-        Precision::F32 => {
-            for (o, x) in words.iter_mut().zip(col) {
-                *o = x.to_bits();
-            }
-            (1.0, 0)
-        }
-        Precision::Bf16 => {
-            let pairs = col.chunks_exact(2);
-            let last = pairs.remainder().first().map(|&x| bf16_bits(x));
-            for (o, pair) in words.iter_mut().zip(pairs) {
-                *o = bf16_bits(pair[0]) | (bf16_bits(pair[1]) << 16);
-            }
-            if let Some(lo) = last {
-                words[used - 1] = lo;
-            }
+        Precision::F32 | Precision::Bf16 => {
+            pack_floats(col, precision, words);
             (1.0, 0)
         }
         Precision::Int8 => {
@@ -405,6 +392,28 @@ fn pack_column_any(col: &[f32], precision: Precision, words: &mut [u32]) -> (f32
             }
             (scale, sum)
         }
+    }
+}
+
+/// `v` as f32 bits, or as bf16 pairs (the last one zero-padded when its
+/// length is odd), into the first words of `out`: the float packing that
+/// weights (per column) and activations (per row) share.
+#[inline(always)]
+fn pack_floats(v: &[f32], precision: Precision, out: &mut [u32]) {
+    if precision == Precision::F32 {
+        for (o, x) in out.iter_mut().zip(v) {
+            *o = x.to_bits();
+        }
+        return;
+    }
+    let pairs = v.chunks_exact(2);
+    let last = pairs.remainder().first().map(|&x| bf16_bits(x));
+    let n = pairs.len();
+    for (o, pair) in out.iter_mut().zip(pairs) {
+        *o = bf16_bits(pair[0]) | (bf16_bits(pair[1]) << 16);
+    }
+    if let Some(lo) = last {
+        out[n] = lo;
     }
 }
 
@@ -690,22 +699,8 @@ fn pack_a_row_any(row: &[f32], precision: Precision, out: &mut [u32]) -> RowQuan
         zero: 0,
     };
     match precision {
-        Precision::F32 => {
-            for (o, x) in out.iter_mut().zip(row) {
-                *o = x.to_bits();
-            }
-            unit
-        }
-        Precision::Bf16 => {
-            let pairs = row.chunks_exact(2);
-            let last = pairs.remainder().first().map(|&x| bf16_bits(x));
-            let n = pairs.len();
-            for (o, pair) in out.iter_mut().zip(pairs) {
-                *o = bf16_bits(pair[0]) | (bf16_bits(pair[1]) << 16);
-            }
-            if let Some(lo) = last {
-                out[n] = lo;
-            }
+        Precision::F32 | Precision::Bf16 => {
+            pack_floats(row, precision, out);
             unit
         }
         Precision::Int8 => {

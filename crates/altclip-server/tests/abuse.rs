@@ -35,9 +35,9 @@ async fn within<T>(what: &str, task: tokio::task::JoinHandle<T>) -> T {
 const SLOTS: usize = 16;
 const HONEST: usize = 19;
 
-/// Sends `head` and reads until the server answers or closes; returns the
-/// status line (empty when the connection was closed without an answer).
-async fn answer_to(stream: &mut TcpStream) -> String {
+/// Reads until the server answers or closes; returns the status line
+/// (empty when the connection was closed without an answer).
+async fn answer_to(stream: &mut (impl AsyncReadExt + Unpin)) -> String {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
     loop {
@@ -90,14 +90,9 @@ async fn crawling_body(addr: std::net::SocketAddr) -> String {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
-    let mut buf = vec![0u8; 1024];
-    let n = read.read(&mut buf).await.unwrap_or(0);
+    let line = answer_to(&mut read).await;
     writer.abort();
-    String::from_utf8_lossy(&buf[..n])
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_string()
+    line
 }
 
 /// Sends a header line a byte at a time and never finishes the headers.

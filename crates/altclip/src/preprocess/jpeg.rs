@@ -23,43 +23,43 @@ pub(super) fn decode<E>(
             "the JPEG is truncated (no end-of-image marker after its image data)".into(),
         ));
     }
-    let header = std::panic::catch_unwind(|| {
-        mozjpeg::Decompress::new_mem(bytes).map(|d| (d.width() as u32, d.height() as u32))
-    });
-    match header {
-        Ok(Ok((w, h))) => check_size(w, h)?,
-        Ok(Err(e)) => return Ok(Err(format!("cannot read the JPEG's header: {e}"))),
-        Err(_) => return Ok(Err("cannot read the JPEG's header (corrupt?)".into())),
-    }
-    Ok(decode_pixels(bytes))
-}
-
-fn decode_pixels(bytes: &[u8]) -> Result<RgbImage, String> {
+    let mut refused = None;
     // libjpeg reports errors by unwinding out of its callbacks; mozjpeg turns
     // most into `io::Error`, and the rest end here.
-    let decoded = std::panic::catch_unwind(|| -> std::io::Result<Option<RgbImage>> {
-        let d = mozjpeg::Decompress::new_mem(bytes)?;
-        let four = matches!(d.color_space(), ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK);
-        if four {
-            let mut started = d.to_colorspace(ColorSpace::JCS_CMYK)?;
-            let (w, h) = (started.width() as u32, started.height() as u32);
-            let cmyk: Vec<[u8; 4]> = started.read_scanlines()?;
-            started.finish()?;
-            let rgb = cmyk.iter().flat_map(|p| cmyk_to_rgb(p.map(|v| 255 - v)));
-            return Ok(RgbImage::from_raw(w, h, rgb.collect()));
-        }
-        let mut started = d.rgb()?;
-        let (w, h) = (started.width() as u32, started.height() as u32);
-        let pixels: Vec<[u8; 3]> = started.read_scanlines()?;
-        started.finish()?;
-        Ok(RgbImage::from_raw(w, h, pixels.into_flattened()))
-    });
-    match decoded {
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+        || -> std::io::Result<Option<RgbImage>> {
+            let d = mozjpeg::Decompress::new_mem(bytes)?;
+            let (w, h) = (d.width() as u32, d.height() as u32);
+            if let Err(e) = check_size(w, h) {
+                refused = Some(e);
+                return Ok(None);
+            }
+            let four = matches!(d.color_space(), ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK);
+            let rgb: Vec<u8> = if four {
+                let mut started = d.to_colorspace(ColorSpace::JCS_CMYK)?;
+                let cmyk: Vec<[u8; 4]> = started.read_scanlines()?;
+                started.finish()?;
+                cmyk.iter()
+                    .flat_map(|p| cmyk_to_rgb(p.map(|v| 255 - v)))
+                    .collect()
+            } else {
+                let mut started = d.rgb()?;
+                let pixels: Vec<[u8; 3]> = started.read_scanlines()?;
+                started.finish()?;
+                pixels.into_flattened()
+            };
+            Ok(RgbImage::from_raw(w, h, rgb))
+        },
+    ));
+    if let Some(e) = refused {
+        return Err(e);
+    }
+    Ok(match decoded {
         Ok(Ok(Some(img))) => Ok(img),
         Ok(Ok(None)) => Err("the JPEG's size does not match its pixels".into()),
         Ok(Err(e)) => Err(format!("cannot decode the JPEG: {e}")),
         Err(_) => Err("cannot decode the JPEG (libjpeg gave up on it: corrupt?)".into()),
-    }
+    })
 }
 
 /// Pillow's `cmyk2rgb` (`Convert.c`): each channel is `nk - nk·c/255` with
@@ -133,7 +133,7 @@ mod tests {
     #[test]
     fn whole_files_decode_and_truncated_ones_are_refused() {
         let whole = jpeg(24, 16);
-        let img = decode_pixels(&whole).unwrap();
+        let img = decode(&whole, no_limit).unwrap().unwrap();
         assert_eq!(img.dimensions(), (24, 16));
         for cut in [whole.len() - 2, whole.len() / 2, 40] {
             let err = decode(&whole[..cut], no_limit).unwrap().unwrap_err();
