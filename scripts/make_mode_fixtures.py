@@ -112,7 +112,36 @@ def write_jpegs(base: Image.Image) -> list[str]:
             subprocess.run([cjpeg, "-quality", "85", *flags, "-outfile", str(out / name), str(ppm)], check=True)
             names.append(f"jpeg/{name}")
         ppm.unlink()
+    write_imagecodecs_jpegs(base, out, names)
     return names
+
+
+def write_imagecodecs_jpegs(base: Image.Image, out: Path, names: list[str]) -> None:
+    """With imagecodecs (libjpeg-turbo 3), what neither Pillow nor cjpeg 2.1 writes: an Adobe YCCK
+    JPEG (transform 2, as Photoshop writes CMYK) from a CMYK image whose black channel varies, and a
+    12-bit JPEG, which Pillow cannot open; it is kept for the refusal test, with no reference."""
+    try:
+        import imagecodecs
+    except ImportError:
+        print("imagecodecs is not installed: ycck.jpg and precision12.jpg are left as they are")
+        return
+    rgb = np.asarray(base).astype(np.int32)
+    k = 255 - rgb.max(axis=-1, keepdims=True)
+    cmy = 255 - rgb - k
+    cmyk = np.concatenate([cmy, k], axis=-1).astype(np.uint8)
+    ycck = imagecodecs.jpeg8_encode(cmyk, colorspace="CMYK", outcolorspace="YCCK", level=90)
+    (out / "ycck.jpg").write_bytes(ycck)
+    img = Image.open(out / "ycck.jpg")
+    assert img.mode == "CMYK" and img.info.get("adobe_transform") == 2, img.info
+    names.append("jpeg/ycck.jpg")
+    deep = (rgb * 16 + 7).astype(np.uint16)
+    (out / "precision12.jpg").write_bytes(imagecodecs.jpeg8_encode(deep, bitspersample=12, level=90))
+    try:
+        Image.open(out / "precision12.jpg").load()
+    except Exception as e:  # noqa: BLE001 - whatever Pillow raises, it must raise
+        print(f"Pillow refuses precision12.jpg as expected: {e}")
+    else:
+        raise AssertionError("Pillow opened a 12-bit JPEG; give it a reference instead")
 
 
 def main() -> None:

@@ -463,6 +463,16 @@ fn rgb_conversion_matches_transformers() {
     }
 }
 
+/// Pillow cannot open a 12-bit JPEG ("cannot identify image file"), and
+/// neither do we: the error names the precision instead of garbling pixels.
+#[test]
+fn a_12_bit_jpeg_is_refused_as_pillow_refuses_it() {
+    let path = fixtures().join("images/jpeg/precision12.jpg");
+    let err = open_rgb(&path, DEFAULT_MAX_PIXELS).unwrap_err().to_string();
+    assert!(err.contains("precision12.jpg"), "{err}");
+    assert!(err.contains("12-bit"), "{err}");
+}
+
 /// bf16 (the AVX512-BF16 kernels where the CPU has them) keeps a cosine of
 /// 0.999 to the f32 reference, as promised in the README; f16 runs through
 /// candle and keeps 0.99.

@@ -9,7 +9,7 @@ use mozjpeg::ColorSpace;
 
 /// Decodes a JPEG to RGB as Pillow and `convert_to_rgb` do. A file that ends
 /// before its end-of-image marker is refused, as Pillow refuses it ("image
-/// file is truncated"). Four-component files (CMYK, and Adobe YCCK, which
+/// file is truncated"), and so is one whose samples are not 8-bit. Four-component files (CMYK, and Adobe YCCK, which
 /// libjpeg turns into CMYK) are read as Pillow reads them, inverted (Adobe's
 /// convention, which Pillow always assumes), then converted by [`cmyk_to_rgb`].
 /// `check_size(width, height)` runs on the header's dimensions before any
@@ -18,10 +18,23 @@ pub(super) fn decode<E>(
     bytes: &[u8],
     check_size: impl Fn(u32, u32) -> Result<(), E>,
 ) -> Result<Result<RgbImage, String>, E> {
-    if !has_end_of_image(bytes) {
-        return Ok(Err(
+    let truncated = || {
+        Ok(Err(
             "the JPEG is truncated (no end-of-image marker after its image data)".into(),
-        ));
+        ))
+    };
+    let Some(header) = read_header(bytes) else {
+        return truncated();
+    };
+    // An 8-bit libjpeg (Pillow's, and ours) cannot read 12- or 16-bit
+    // samples; Pillow says "cannot identify image file".
+    if let Some(bits @ (0..=7 | 9..)) = header.precision {
+        return Ok(Err(format!(
+            "the JPEG has {bits}-bit samples; only 8-bit JPEGs can be read (Pillow cannot open them either)"
+        )));
+    }
+    if !has_end_of_image(bytes, &header) {
+        return truncated();
     }
     let mut refused = None;
     // libjpeg reports errors by unwinding out of its callbacks; mozjpeg turns
@@ -58,7 +71,10 @@ pub(super) fn decode<E>(
         Ok(Ok(Some(img))) => Ok(img),
         Ok(Ok(None)) => Err("the JPEG's size does not match its pixels".into()),
         Ok(Err(e)) => Err(format!("cannot decode the JPEG: {e}")),
-        Err(_) => Err("cannot decode the JPEG (libjpeg gave up on it: corrupt?)".into()),
+        Err(payload) => Err(match panic_message(payload.as_ref()) {
+            Some(why) => format!("cannot decode the JPEG: {why}"),
+            None => "cannot decode the JPEG (libjpeg gave up on it: corrupt?)".into(),
+        }),
     })
 }
 
@@ -73,39 +89,63 @@ fn cmyk_to_rgb([c, m, y, k]: [u8; 4]) -> [u8; 3] {
     [c, m, y].map(|v| (nk - muldiv255(v as u32)) as u8)
 }
 
-/// Whether an end-of-image marker follows the first scan's header: the
-/// segments before it are skipped by their lengths (an EXIF thumbnail has its
-/// own markers), and in entropy-coded data a 0xFF byte is always followed by
-/// 0x00 or a marker, so `FF D9` there is the end of the image.
-fn has_end_of_image(b: &[u8]) -> bool {
+/// What the markers before the first scan say: the frame's sample precision
+/// and where the entropy-coded data begins. `None` when they run past the
+/// end of the file or the file is not a JPEG.
+struct Header {
+    precision: Option<u8>,
+    scan_data: usize,
+}
+
+/// Walks the segments before the first scan by their lengths (an EXIF
+/// thumbnail's markers sit inside its segment and are skipped).
+fn read_header(b: &[u8]) -> Option<Header> {
     if b.len() < 4 || b[..2] != [0xFF, 0xD8] {
-        return false;
+        return None;
     }
-    let mut i = 2;
+    let (mut i, mut precision) = (2, None);
     loop {
         while b.get(i) == Some(&0xFF) && b.get(i + 1) == Some(&0xFF) {
             i += 1; // fill bytes
         }
         let (Some(&0xFF), Some(&marker)) = (b.get(i), b.get(i + 1)) else {
-            return false;
+            return None;
         };
         if matches!(marker, 0x01 | 0xD0..=0xD7) {
             i += 2; // markers without a length
             continue;
         }
-        let Some(len) = b
+        let len = b
             .get(i + 2..i + 4)
-            .map(|l| u16::from_be_bytes([l[0], l[1]]) as usize)
-        else {
-            return false;
-        };
+            .map(|l| u16::from_be_bytes([l[0], l[1]]) as usize)?;
+        // SOF0..SOF15, less DHT (C4), JPG (C8) and DAC (CC).
+        if matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
+            precision = precision.or(b.get(i + 4).copied());
+        }
         i += 2 + len;
         if marker == 0xDA {
-            break;
+            return Some(Header {
+                precision,
+                scan_data: i,
+            });
         }
     }
-    b.get(i..)
+}
+
+/// Whether an end-of-image marker follows the first scan's header: in
+/// entropy-coded data a 0xFF byte is always followed by 0x00 or a marker, so
+/// `FF D9` there is the end of the image.
+fn has_end_of_image(b: &[u8], header: &Header) -> bool {
+    b.get(header.scan_data..)
         .is_some_and(|rest| rest.windows(2).any(|w| w == [0xFF, 0xD9]))
+}
+
+/// The message libjpeg unwound with, when mozjpeg passed it on.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<&str> {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
 }
 
 #[cfg(test)]
