@@ -299,6 +299,20 @@ fn print_report(db_path: &Path, report: &indexer::Report) -> Result<()> {
         report.removed,
         report.missing
     );
+    let t = &report.time;
+    if t.wall_ms > 0 {
+        let share = |ms: u64| 100.0 * ms as f64 / t.wall_ms as f64;
+        println!(
+            "time: {:.1} s; the model {:.1} s ({:.0}%), waiting for decoded images {:.1} s ({:.0}%); \
+             reading and decoding took {:.1} s on worker threads, alongside the model",
+            t.wall_ms as f64 / 1e3,
+            t.model_ms as f64 / 1e3,
+            share(t.model_ms),
+            t.waited_ms as f64 / 1e3,
+            share(t.waited_ms),
+            t.decode_ms as f64 / 1e3,
+        );
+    }
     if let Some((_, c)) = altclip_index::ann::status(db_path)? {
         println!(
             "search graph: recall@10 {:.3} at ef {}, {:.1} ms per query vs {:.1} ms for the \

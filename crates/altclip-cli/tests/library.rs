@@ -159,7 +159,17 @@ fn search_equals_a_brute_force_ranking_of_embed_output() {
     for (i, f) in files.iter().enumerate() {
         write_image(f, i as u32 * 3 + 2, 50, 40);
     }
-    index(&dir, &["--vector-dtype", "f32"]);
+    let report = index(&dir, &["--vector-dtype", "f32"]);
+    // The stages overlap, but none outlasts the run.
+    let ms = |k: &str| {
+        report["time"][k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{k}: {report}"))
+    };
+    assert!(
+        ms("model_ms") <= ms("wall_ms") && ms("waited_ms") <= ms("wall_ms"),
+        "{report}"
+    );
     let m = model();
     let mut args = vec!["embed", "--model", &m, "--text", "一只在草地上的猫"];
     let names: Vec<String> = files.iter().map(|f| canonical(f)).collect();

@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use altclip::cache::content_hash;
 use altclip::AltClip;
@@ -54,6 +55,28 @@ pub struct Report {
     pub removed: usize,
     /// Indexed paths that no longer exist but were kept (no `--prune`).
     pub missing: usize,
+    /// Where the time went.
+    pub time: Timings,
+}
+
+/// Milliseconds spent in each stage of a run. Reading and decoding run on
+/// worker threads while the model runs, so they overlap: `decode_ms` sums
+/// the workers' time, and `waited_ms` is how long the model sat idle waiting
+/// for them (what decoding added to the wall time).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Timings {
+    /// From the first batch handed to the workers to the last one committed.
+    pub wall_ms: u64,
+    /// Reading, hashing, decoding and orienting files, summed over workers.
+    pub decode_ms: u64,
+    /// Preprocessing and running the image tower.
+    pub model_ms: u64,
+    /// Waiting for the workers' next batch.
+    pub waited_ms: u64,
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis() as u64
 }
 
 /// Progress callback: `(files processed, files to process)`.
@@ -90,11 +113,17 @@ fn absolute(path: &Path) -> PathBuf {
 struct Loaded {
     stat: Stat,
     outcome: std::result::Result<(String, RgbImage), String>,
+    took: Duration,
 }
 
 fn load(stat: Stat, clip: &AltClip, max_pixels: u64, max_file_bytes: u64) -> Loaded {
+    let start = Instant::now();
     let outcome = read_and_decode(&stat, clip, max_pixels, max_file_bytes);
-    Loaded { stat, outcome }
+    Loaded {
+        stat,
+        outcome,
+        took: start.elapsed(),
+    }
 }
 
 /// The content hash and the decoded image of one file, or why not.
@@ -149,17 +178,22 @@ pub fn run(
         report: &mut report,
     };
     let mut done = 0;
+    let (start, mut ready, mut waited) = (Instant::now(), Instant::now(), Duration::ZERO);
     pipelined(
         scan.todo,
         opts.batch_size.max(1),
         |s| load(s, clip, max_pixels, max_bytes),
         |loaded: Vec<Loaded>| -> Result<()> {
+            waited += ready.elapsed();
             done += loaded.len();
             writer.write(loaded)?;
             on_progress(done, total);
+            ready = Instant::now();
             Ok(())
         },
     )?;
+    report.time.wall_ms = millis(start.elapsed());
+    report.time.waited_ms = millis(waited);
 
     if opts.prune {
         let orphans = index.remove(&scan.gone)?;
@@ -273,7 +307,9 @@ impl BatchWriter<'_> {
         let mut errors = Vec::new();
         let mut to_embed: Vec<(FileRow, RgbImage)> = Vec::new();
         let known = self.known_hashes(&loaded)?;
-        for Loaded { stat, outcome } in loaded {
+        let decoding: Duration = loaded.iter().map(|l| l.took).sum();
+        self.report.time.decode_ms += millis(decoding);
+        for Loaded { stat, outcome, .. } in loaded {
             match outcome {
                 Err(reason) => errors.push(ErrorRow {
                     path: stat.path,
@@ -330,7 +366,9 @@ impl BatchWriter<'_> {
     /// Embeds and stores new images; returns their manifest rows.
     fn embed(&mut self, to_embed: Vec<(FileRow, RgbImage)>) -> Result<Vec<FileRow>> {
         let (embedded, images): (Vec<FileRow>, Vec<RgbImage>) = to_embed.into_iter().unzip();
+        let start = Instant::now();
         let vectors = self.clip.embed_images(&images)?;
+        self.report.time.model_ms += millis(start.elapsed());
         let entries: Vec<(String, Vec<f32>)> = embedded
             .iter()
             .map(|r| r.hash.clone())
