@@ -5,10 +5,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use altclip::cache::model_key;
 use altclip_index::indexer::{self, Options};
 use altclip_index::{
-    dedup, query, AnnPolicy, GraphUse, Index, ModelInfo, SqliteVectors, VectorDtype, VectorStore,
+    dedup, query, GraphUse, Index, ModelInfo, SqliteVectors, VectorDtype, VectorStore,
+    ANN_THRESHOLD,
 };
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -19,8 +19,6 @@ use altclip::Towers;
 use crate::common::{load_model, load_towers, print_json_line, progress, track, ImageArgs};
 
 const DB_NAME: &str = ".altclip/index.db";
-/// Index setting: vector count from which an HNSW graph is kept.
-const ANN_THRESHOLD: &str = "ann_threshold";
 
 /// The index, model and vector store a library command works on.
 #[derive(clap::Args, Debug)]
@@ -63,15 +61,7 @@ pub(crate) fn open_store(
     let spec = explicit.clone().or(recorded.clone());
     let store: Box<dyn VectorStore> = match spec.as_deref() {
         None | Some("sqlite") => {
-            let mut policy = AnnPolicy::default();
-            if let Some(t) = index.setting(ANN_THRESHOLD)? {
-                policy.threshold = t.parse().with_context(|| {
-                    format!(
-                        "{}: bad setting {ANN_THRESHOLD}={t:?}",
-                        index.path().display()
-                    )
-                })?;
-            }
+            let policy = index.ann_policy()?;
             Box::new(
                 SqliteVectors::open(index.path(), dtype)?
                     .with_ann_policy(policy)
@@ -195,18 +185,11 @@ fn advise(e: altclip_index::Error) -> anyhow::Error {
 }
 
 fn model_info(clip: &altclip::AltClip, name: &str, settings: &ModelSettings) -> Result<ModelInfo> {
-    // A local directory is recorded absolute, so that searches from any
-    // working directory find it.
-    let name = match std::fs::canonicalize(name) {
-        Ok(dir) if dir.is_dir() => dir.display().to_string(),
-        _ => name.to_string(),
-    };
-    Ok(ModelInfo {
+    Ok(ModelInfo::describe(
+        clip,
         name,
-        revision: settings.revision.clone(),
-        key: model_key(clip)?,
-        dim: clip.embedding_dim(),
-    })
+        settings.revision.as_deref(),
+    )?)
 }
 
 pub fn index(args: IndexArgs) -> Result<ExitCode> {
@@ -418,23 +401,15 @@ pub fn search(args: SearchArgs) -> Result<ExitCode> {
         q.len(),
         args.exact,
     )?;
-    let paths = index.paths_by_hash()?;
     let mut out = std::io::stdout().lock();
-    let mut shown = 0;
-    let hits = altclip_index::search_known(&*store, &q, args.top, |h| paths.contains_key(h))?;
-    for (hash, score) in hits {
-        for path in paths.get(&hash).into_iter().flatten() {
-            if shown == args.top {
-                break;
-            }
-            shown += 1;
-            if args.json {
-                print_json_line(&mut out, &Hit { path, score })?;
-            } else if args.files_only {
-                writeln!(out, "{path}")?;
-            } else {
-                writeln!(out, "{score:.4}\t{path}")?;
-            }
+    for (path, score) in altclip_index::search_paths(&*store, &index, &q, args.top)? {
+        let path = path.as_str();
+        if args.json {
+            print_json_line(&mut out, &Hit { path, score })?;
+        } else if args.files_only {
+            writeln!(out, "{path}")?;
+        } else {
+            writeln!(out, "{score:.4}\t{path}")?;
         }
     }
     Ok(ExitCode::SUCCESS)

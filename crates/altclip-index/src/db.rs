@@ -37,6 +37,27 @@ pub struct ModelInfo {
     pub dim: usize,
 }
 
+impl ModelInfo {
+    /// What an index records about `clip`, loaded from `name` (a Hub id or
+    /// a directory) at `revision`. A local directory is recorded absolute,
+    /// so that searches from any working directory find it.
+    pub fn describe(clip: &altclip::AltClip, name: &str, revision: Option<&str>) -> Result<Self> {
+        let name = match std::fs::canonicalize(name) {
+            Ok(dir) if dir.is_dir() => dir.display().to_string(),
+            _ => name.to_string(),
+        };
+        Ok(Self {
+            name,
+            revision: revision.map(str::to_string),
+            key: altclip::cache::model_key(clip)?,
+            dim: clip.embedding_dim(),
+        })
+    }
+}
+
+/// Index setting: the vector count from which an HNSW graph is kept.
+pub const ANN_THRESHOLD: &str = "ann_threshold";
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
@@ -101,6 +122,20 @@ impl Index {
     }
 
     /// A free-form setting recorded in the database (e.g. `store`).
+    /// The HNSW policy this index recorded (`ANN_THRESHOLD`), else the default.
+    pub fn ann_policy(&self) -> Result<crate::AnnPolicy> {
+        let mut policy = crate::AnnPolicy::default();
+        if let Some(t) = self.setting(ANN_THRESHOLD)? {
+            policy.threshold = t.parse().map_err(|_| {
+                Error::Invalid(format!(
+                    "{}: bad setting {ANN_THRESHOLD}={t:?} (expected a vector count)",
+                    self.path.display()
+                ))
+            })?;
+        }
+        Ok(policy)
+    }
+
     pub fn setting(&self, key: &str) -> Result<Option<String>> {
         self.meta(&format!("setting.{key}"))
     }

@@ -20,6 +20,8 @@ pub mod store;
 pub mod walk;
 
 pub use ann::AnnParams;
-pub use db::{Index, ModelInfo};
+pub use db::{Index, ModelInfo, ANN_THRESHOLD};
 pub use error::{Error, Result};
-pub use store::{search_known, AnnPolicy, GraphUse, SqliteVectors, VectorDtype, VectorStore};
+pub use store::{
+    search_known, search_paths, AnnPolicy, GraphUse, SqliteVectors, VectorDtype, VectorStore,
+};

@@ -54,6 +54,23 @@ pub fn search_known(
     }
 }
 
+/// The `top` best indexed files for `query`, best first, as
+/// `(path, score)`: files with the same content share its score.
+pub fn search_paths(
+    store: &dyn VectorStore,
+    index: &crate::Index,
+    query: &[f32],
+    top: usize,
+) -> Result<Vec<(String, f32)>> {
+    let paths = index.paths_by_hash()?;
+    let hits = search_known(store, query, top, |h| paths.contains_key(h))?;
+    Ok(hits
+        .into_iter()
+        .flat_map(|(hash, score)| paths[&hash].iter().map(move |p| (p.clone(), score)))
+        .take(top)
+        .collect())
+}
+
 /// When searches of [`SqliteVectors`] go through its HNSW graph. A graph
 /// older than the database is never used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
