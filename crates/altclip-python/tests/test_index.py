@@ -1,0 +1,73 @@
+"""`altclip.Index` ranks as `altclip search` does, on an index the CLI built."""
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import altclip
+from conftest import FIXTURES, IMAGES, altclip_binary
+
+PHOTOS = ["photo.png", "gray.png", "la.png", "rgba.png", "palette.png", "wide.png", "tall.png", "small.png",
+          "photo.webp", "photo.bmp"]
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    binary = altclip_binary()
+    root = tmp_path_factory.mktemp("library")
+    for name in PHOTOS:
+        shutil.copy(IMAGES / name, root / name)
+    shutil.copy(root / "photo.png", root / "copy-of-photo.png")  # same content, two paths
+    model = str(FIXTURES / "tiny-224")
+    subprocess.run([binary, "index", str(root), "--model", model, "--vector-dtype", "f32"], check=True,
+                   capture_output=True)
+    return binary, root, root / ".altclip" / "index.db"
+
+
+def cli_search(binary, db, words, top):
+    out = subprocess.run([binary, "search", "--db", str(db), "--json", "-n", str(top), *words], check=True,
+                         capture_output=True, text=True).stdout
+    return [(hit["path"], hit["score"]) for hit in map(json.loads, out.splitlines())]
+
+
+@pytest.mark.parametrize(
+    "words",
+    [["一只在草地上的猫"], ["a photo of a dog"], ["2:一只猫", "+", "海边", "-", "雪"], ["IMAGE"]],
+)
+def test_search_ranks_as_the_cli(library, words):
+    binary, root, db = library
+    words = [str(root / "photo.png") if w == "IMAGE" else w for w in words]
+    index = altclip.Index(db)
+    assert len(index) == len(PHOTOS) + 1
+    ours = index.search(words if len(words) > 1 else words[0], top_k=6)
+    theirs = cli_search(binary, db, words, 6)
+    assert [p for p, _ in ours] == [p for p, _ in theirs]
+    np.testing.assert_allclose([s for _, s in ours], [s for _, s in theirs], atol=1e-4)
+
+
+def test_an_image_query_finds_itself_and_its_copy_first(library):
+    _, root, db = library
+    # photo.webp and photo.bmp hold the same pixels as photo.png: four files tie at the top.
+    hits = dict(altclip.Index(db).search(str(root / "photo.png"), top_k=4))
+    assert {str(root / n) for n in ["photo.png", "copy-of-photo.png", "photo.webp", "photo.bmp"]} == set(hits)
+    assert all(abs(s - 1.0) < 1e-3 for s in hits.values()), hits
+
+
+def test_a_loaded_model_is_reused_and_another_model_refused(library, tiny):
+    _, _, db = library
+    assert altclip.Index(db, tiny).search("一只猫", top_k=3) == altclip.Index(db).search("一只猫", top_k=3)
+    other = altclip.AltCLIP(FIXTURES / "tiny-odd")
+    with pytest.raises(altclip.ModelError, match="tiny-224"):
+        altclip.Index(db, other).search("一只猫")
+
+
+def test_a_missing_database_and_bad_queries_are_errors(library, tmp_path):
+    _, _, db = library
+    with pytest.raises(FileNotFoundError, match="altclip index"):
+        altclip.Index(tmp_path / "index.db")
+    with pytest.raises(ValueError, match="between two terms"):
+        altclip.Index(db).search(["+", "cat"])
+    with pytest.raises(ValueError, match="top_k"):
+        altclip.Index(db).search("cat", top_k=0)
