@@ -7,11 +7,10 @@ use std::process::ExitCode;
 
 use altclip_index::indexer::{self, Options};
 use altclip_index::{
-    dedup, query, GraphUse, Index, ModelInfo, SqliteVectors, VectorDtype, VectorStore,
+    dedup, filter, query, GraphUse, Index, ModelInfo, SqliteVectors, VectorDtype, VectorStore,
     ANN_THRESHOLD,
 };
 use anyhow::{Context, Result};
-use serde::Serialize;
 
 use altclip::args::ModelSettings;
 use altclip::Towers;
@@ -311,6 +310,12 @@ fn print_report(db_path: &Path, report: &indexer::Report) -> Result<()> {
             }
         );
     }
+    if report.described > 0 {
+        println!(
+            "{} files indexed before dates, cameras and places were recorded were read again for them",
+            report.described
+        );
+    }
     if report.failed + report.known_errors > 0 {
         println!(
             "see the failures with: altclip index --errors --db {}",
@@ -356,12 +361,88 @@ pub struct SearchArgs {
     /// (slower on large libraries, never misses).
     #[arg(long)]
     exact: bool,
+    #[command(flatten)]
+    filters: FilterArgs,
 }
 
-#[derive(Serialize)]
-struct Hit<'a> {
-    path: &'a str,
-    score: f32,
+/// Filters and order for search results; they pick the candidates before
+/// the top --top are chosen.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct FilterArgs {
+    /// Only photos taken on or after this date or time (YYYY, YYYY-MM, YYYY-MM-DD or
+    /// YYYY-MM-DDTHH:MM): EXIF's date taken, else the file's modification time.
+    #[arg(long, value_name = "DATE", help_heading = "Filters")]
+    after: Option<String>,
+    /// Only photos taken before this date or time (same forms; `--before 2024` ends with 2023).
+    #[arg(long, value_name = "DATE", help_heading = "Filters")]
+    before: Option<String>,
+    /// Only photos whose camera make or model contains TEXT (e.g. "iPhone", "Canon").
+    #[arg(long, value_name = "TEXT", help_heading = "Filters")]
+    camera: Option<String>,
+    /// Only files whose absolute path matches GLOB (* ? [...], case-sensitive), e.g. '*/2023/*'.
+    #[arg(long = "path", value_name = "GLOB", help_heading = "Filters")]
+    path_glob: Option<String>,
+    /// Only photos with a GPS position within KM kilometres of LAT,LON (e.g. 31.23,121.47,5).
+    #[arg(
+        long,
+        value_name = "LAT,LON,KM",
+        allow_hyphen_values = true,
+        help_heading = "Filters"
+    )]
+    near: Option<String>,
+    /// Only this kind of file.
+    #[arg(long, value_parser = ["photo", "video"], help_heading = "Filters")]
+    kind: Option<String>,
+    /// Drop results scoring below S (cosine; try 0.2 for text queries on BAAI/AltCLIP).
+    #[arg(
+        long,
+        value_name = "S",
+        allow_hyphen_values = true,
+        help_heading = "Filters"
+    )]
+    min_score: Option<f32>,
+    /// Order: best match first, or newest first among the matches at or above --min-score
+    /// (among the --top best, without it).
+    #[arg(long, default_value = "score", value_parser = ["score", "date"], help_heading = "Filters")]
+    sort: String,
+}
+
+impl FilterArgs {
+    /// The search these flags ask for, returning `top` results.
+    pub(crate) fn search(&self, top: usize) -> Result<filter::Search> {
+        let date = |flag: &str, v: &Option<String>| -> Result<Option<String>> {
+            v.as_deref()
+                .map(|d| filter::parse_date(d).with_context(|| format!("--{flag}")))
+                .transpose()
+        };
+        if let Some(s) = self.min_score {
+            anyhow::ensure!(
+                s.is_finite(),
+                "--min-score {s}: expected a number such as 0.2"
+            );
+        }
+        Ok(filter::Search {
+            top,
+            filter: filter::Filter {
+                after: date("after", &self.after)?,
+                before: date("before", &self.before)?,
+                camera: self.camera.clone(),
+                path: self.path_glob.clone(),
+                near: self
+                    .near
+                    .as_deref()
+                    .map(|n| filter::parse_near(n).context("--near"))
+                    .transpose()?,
+                kind: self.kind.clone(),
+            },
+            min_score: self.min_score,
+            sort: if self.sort == "date" {
+                filter::Sort::Date
+            } else {
+                filter::Sort::Score
+            },
+        })
+    }
 }
 
 /// Opens an index for reading with a model it was built with.
@@ -381,6 +462,7 @@ fn open_for_query(
 }
 
 pub fn search(args: SearchArgs) -> Result<ExitCode> {
+    let search = args.filters.search(args.top)?;
     let parts = query::parse(&args.query)?;
     // A text-only query loads only the text tower: most of a query's time
     // is loading the model.
@@ -402,14 +484,17 @@ pub fn search(args: SearchArgs) -> Result<ExitCode> {
         args.exact,
     )?;
     let mut out = std::io::stdout().lock();
-    for (path, score) in altclip_index::search_paths(&*store, &index, &q, args.top)? {
-        let path = path.as_str();
+    let by_date = search.sort == filter::Sort::Date;
+    for hit in filter::search(&*store, &index, &q, &search)? {
         if args.json {
-            print_json_line(&mut out, &Hit { path, score })?;
+            print_json_line(&mut out, &hit)?;
         } else if args.files_only {
-            writeln!(out, "{path}")?;
+            writeln!(out, "{}", hit.path)?;
+        } else if by_date {
+            let taken = hit.media.as_ref().map_or("-", |m| m.taken.as_str());
+            writeln!(out, "{:.4}\t{taken}\t{}", hit.score, hit.path)?;
         } else {
-            writeln!(out, "{score:.4}\t{path}")?;
+            writeln!(out, "{:.4}\t{}", hit.score, hit.path)?;
         }
     }
     Ok(ExitCode::SUCCESS)

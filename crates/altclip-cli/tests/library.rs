@@ -507,3 +507,232 @@ fn milvus_store_serves_index_and_search() {
     std::fs::remove_dir_all(dir).unwrap();
     std::fs::remove_dir_all(local).unwrap();
 }
+
+/// `altclip search --json` lines, whole.
+fn search_json(dir: &Path, args: &[&str]) -> Vec<Value> {
+    let db = dir.join("index.db");
+    let mut all = vec!["search", "--db", db.to_str().unwrap(), "--json"];
+    if !args.contains(&"--top") {
+        all.extend(["--top", "100"]);
+    }
+    all.extend(args);
+    let out = altclip(&all);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json_lines(&out)
+}
+
+fn haversine_km(a: (f64, f64), b: (f64, f64)) -> f64 {
+    let (p1, p2) = (a.0.to_radians(), b.0.to_radians());
+    let h = ((p2 - p1) / 2.0).sin().powi(2)
+        + p1.cos() * p2.cos() * ((b.1 - a.1).to_radians() / 2.0).sin().powi(2);
+    2.0 * 6371.0088 * h.sqrt().asin()
+}
+
+/// Every filter gives what a brute-force filter of the unfiltered `--json`
+/// output (which carries each photo's metadata) gives, in the same order.
+#[test]
+fn filters_equal_a_brute_force_filter_of_the_json_output() {
+    let dir = temp_dir("lib-filters");
+    let photos = dir.join("photos");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/library");
+    for entry in std::fs::read_dir(&fixtures).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "jpg") {
+            let to = photos.join(if p.file_name().unwrap() == "shanghai_2023.jpg" {
+                "2023/shanghai_2023.jpg".into()
+            } else {
+                p.file_name().unwrap().to_owned().into_string().unwrap()
+            });
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(&p, &to).unwrap();
+        }
+    }
+    // The photo without EXIF is dated by its modification time.
+    let undated = std::fs::File::options()
+        .write(true)
+        .open(photos.join("noexif.jpg"))
+        .unwrap();
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000); // 2020-09-13
+    undated.set_modified(t).unwrap();
+    drop(undated);
+    index(&dir, &[]);
+
+    let query = "一张照片";
+    let all = search_json(&dir, &[query]);
+    assert_eq!(all.len(), 6, "{all:?}");
+    let taken = |h: &Value| h["taken"].as_str().unwrap().to_string();
+    let noexif = all
+        .iter()
+        .find(|h| h["path"].as_str().unwrap().ends_with("noexif.jpg"))
+        .unwrap();
+    assert_eq!(
+        (taken(noexif), noexif["taken_from"].as_str()),
+        ("2020-09-13T12:26:40".into(), Some("file"))
+    );
+    let sh = all
+        .iter()
+        .find(|h| h["path"].as_str().unwrap().ends_with("shanghai_2023.jpg"))
+        .unwrap();
+    assert_eq!(sh["camera"], "Apple iPhone 13");
+    assert_eq!(
+        (sh["width"].as_u64(), sh["height"].as_u64()),
+        (Some(64), Some(48))
+    );
+
+    let paths_of = |hits: &[Value]| -> Vec<String> {
+        hits.iter()
+            .map(|h| h["path"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let near = |h: &Value, at: (f64, f64), km: f64| match (h["lat"].as_f64(), h["lon"].as_f64()) {
+        (Some(lat), Some(lon)) => haversine_km(at, (lat, lon)) <= km,
+        _ => false,
+    };
+    let camera = |h: &Value, text: &str| {
+        let t = text.to_lowercase();
+        [&h["make"], &h["model"]]
+            .iter()
+            .any(|v| v.as_str().is_some_and(|s| s.to_lowercase().contains(&t)))
+    };
+    let cutoff = all[2]["score"].as_f64().unwrap();
+    let cases: Vec<(Vec<String>, Box<dyn Fn(&Value) -> bool>)> = vec![
+        (
+            vec!["--after".into(), "2023".into()],
+            Box::new(|h| taken(h).as_str() >= "2023"),
+        ),
+        (
+            vec!["--before".into(), "2023-07-14".into()],
+            Box::new(|h| taken(h).as_str() < "2023-07-14"),
+        ),
+        (
+            vec![
+                "--after".into(),
+                "2022-01-01".into(),
+                "--before".into(),
+                "2024-02-04T00:00".into(),
+            ],
+            Box::new(|h| ("2022-01-01".."2024-02-04T00:00").contains(&taken(h).as_str())),
+        ),
+        (
+            vec!["--camera".into(), "iphone".into()],
+            Box::new(move |h| camera(h, "iphone")),
+        ),
+        (
+            vec!["--camera".into(), "canon eos".into()],
+            Box::new(move |h| {
+                let t = "canon eos";
+                format!(
+                    "{} {}",
+                    h["make"].as_str().unwrap_or(""),
+                    h["model"].as_str().unwrap_or("")
+                )
+                .to_lowercase()
+                .contains(t)
+            }),
+        ),
+        (
+            vec!["--path".into(), "*/2023/*".into()],
+            Box::new(|h| h["path"].as_str().unwrap().contains("/2023/")),
+        ),
+        (
+            vec!["--near".into(), "31.2,121.5,50".into()],
+            Box::new(move |h| near(h, (31.2, 121.5), 50.0)),
+        ),
+        (
+            vec!["--near".into(), "-33.87,151.21,5".into()],
+            Box::new(move |h| near(h, (-33.87, 151.21), 5.0)),
+        ),
+        (
+            vec!["--near".into(), "40.7,-74.0,1500".into()],
+            Box::new(move |h| near(h, (40.7, -74.0), 1500.0)),
+        ),
+        (vec!["--kind".into(), "photo".into()], Box::new(|_| true)),
+        (vec!["--kind".into(), "video".into()], Box::new(|_| false)),
+        (
+            vec!["--min-score".into(), format!("{cutoff}")],
+            Box::new(move |h| h["score"].as_f64().unwrap() >= cutoff),
+        ),
+    ];
+    for (flags, keep) in &cases {
+        let mut args: Vec<&str> = vec![query];
+        args.extend(flags.iter().map(String::as_str));
+        let got = search_json(&dir, &args);
+        let want: Vec<Value> = all.iter().filter(|h| keep(h)).cloned().collect();
+        assert_eq!(paths_of(&got), paths_of(&want), "{flags:?}");
+    }
+    // A filter is applied before the top-k: --top 1 with a filter is the
+    // best match among the filtered, not the best overall filtered away.
+    let mut args = vec![query, "--camera", "sony", "--top", "1"];
+    let got = search_json(&dir, &args);
+    assert_eq!(
+        paths_of(&got),
+        vec![paths_of(
+            &all.iter()
+                .filter(|h| camera(h, "sony"))
+                .cloned()
+                .collect::<Vec<_>>()
+        )[0]
+        .clone()]
+    );
+    // Newest first among those above the cutoff.
+    args = vec![query, "--sort", "date", "--min-score", "-1", "--top", "3"];
+    let got = search_json(&dir, &args);
+    let mut dates: Vec<String> = all.iter().map(&taken).collect();
+    dates.sort();
+    dates.reverse();
+    assert_eq!(
+        got.iter().map(&taken).collect::<Vec<_>>(),
+        dates[..3].to_vec()
+    );
+    // Bad values name the flag.
+    for (flag, value) in [
+        ("--after", "July"),
+        ("--near", "31.2,121.5"),
+        ("--min-score", "NaN"),
+    ] {
+        let db = dir.join("index.db");
+        let out = altclip(&["search", "--db", db.to_str().unwrap(), query, flag, value]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag), "{flag}: {err}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// An index built before metadata was recorded gets it on the next run,
+/// without embedding anything again.
+#[test]
+fn an_index_without_metadata_is_backfilled_without_reembedding() {
+    let dir = temp_dir("lib-backfill");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/library");
+    std::fs::create_dir_all(dir.join("p")).unwrap();
+    std::fs::copy(
+        fixtures.join("beijing_2022.jpg"),
+        dir.join("p/beijing_2022.jpg"),
+    )
+    .unwrap();
+    let first = index(&dir, &[]);
+    assert_eq!(first["embedded"], 1);
+    let db = dir.join("index.db");
+    assert_eq!(forget_media(&db), 1);
+    let again = index(&dir, &[]);
+    assert_eq!(
+        (again["embedded"].as_u64(), again["described"].as_u64()),
+        (Some(0), Some(1)),
+        "{again}"
+    );
+    let hits = search_json(&dir, &["一张照片", "--camera", "canon"]);
+    assert_eq!(hits.len(), 1);
+    assert_eq!(index(&dir, &[])["described"], 0);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Empties the media table, as in an index from before it existed.
+fn forget_media(db: &Path) -> usize {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.execute("DELETE FROM media", []).unwrap()
+}

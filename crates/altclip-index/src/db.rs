@@ -7,14 +7,18 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::error::{Error, Result};
+use crate::media::Media;
 
 /// An indexed file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FileRow {
     pub path: String,
     pub size: u64,
     pub mtime_ns: i64,
     pub hash: String,
+    /// Its metadata, when this row carries it to [`Index::commit`] (rows
+    /// read back by [`Index::files`] leave it out; see [`Index::media`]).
+    pub media: Option<Media>,
 }
 
 /// A file that was skipped, with the reason.
@@ -74,6 +78,19 @@ CREATE TABLE IF NOT EXISTS errors (
     reason TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS vectors (hash TEXT PRIMARY KEY, dtype TEXT NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS media (
+    path TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    taken TEXT NOT NULL,
+    taken_from TEXT NOT NULL,
+    make TEXT,
+    model TEXT,
+    lat REAL,
+    lon REAL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS media_taken ON media(taken);
 ";
 
 /// The index database.
@@ -223,11 +240,59 @@ impl Index {
                     size: r.get::<_, i64>(1)? as u64,
                     mtime_ns: r.get(2)?,
                     hash: r.get(3)?,
+                    media: None,
                 })
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(|e| self.err(e))?;
         Ok(rows.into_iter().map(|f| (f.path.clone(), f)).collect())
+    }
+
+    /// The metadata of those of `paths` that have it, by path.
+    pub fn media_of(&self, paths: &[String]) -> Result<HashMap<String, Media>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT kind, taken, taken_from, make, model, lat, lon, width, height \
+                 FROM media WHERE path = ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut out = HashMap::new();
+        for path in paths {
+            let media = stmt
+                .query_row([path], |r| {
+                    Ok(Media {
+                        kind: r.get(0)?,
+                        taken: r.get(1)?,
+                        taken_from: r.get(2)?,
+                        make: r.get(3)?,
+                        model: r.get(4)?,
+                        lat: r.get(5)?,
+                        lon: r.get(6)?,
+                        width: r.get(7)?,
+                        height: r.get(8)?,
+                    })
+                })
+                .optional()
+                .map_err(|e| self.err(e))?;
+            if let Some(m) = media {
+                out.insert(path.clone(), m);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Indexed files without metadata (indexed before it was recorded).
+    pub fn paths_without_media(&self) -> Result<std::collections::HashSet<String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT f.path FROM files f LEFT JOIN media m ON m.path = f.path WHERE m.path IS NULL")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))
+            .and_then(|rows| rows.collect::<rusqlite::Result<_>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
     }
 
     /// Paths per content hash (several when files are duplicates).
@@ -283,17 +348,37 @@ impl Index {
                 "INSERT OR REPLACE INTO files (path, size, mtime_ns, hash) VALUES (?1, ?2, ?3, ?4)",
             )?;
             let mut clear = tx.prepare_cached("DELETE FROM errors WHERE path = ?1")?;
+            let mut describe = tx.prepare_cached(
+                "INSERT OR REPLACE INTO media (path, kind, taken, taken_from, make, model, lat, lon, \
+                 width, height) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?;
             for f in files {
                 put.execute(params![f.path, f.size as i64, f.mtime_ns, f.hash])?;
                 clear.execute([&f.path])?;
+                if let Some(m) = &f.media {
+                    describe.execute(params![
+                        f.path,
+                        m.kind,
+                        m.taken,
+                        m.taken_from,
+                        m.make,
+                        m.model,
+                        m.lat,
+                        m.lon,
+                        m.width,
+                        m.height
+                    ])?;
+                }
             }
             let mut fail = tx.prepare_cached(
                 "INSERT OR REPLACE INTO errors (path, size, mtime_ns, reason) VALUES (?1, ?2, ?3, ?4)",
             )?;
             let mut drop_file = tx.prepare_cached("DELETE FROM files WHERE path = ?1")?;
+            let mut drop_media = tx.prepare_cached("DELETE FROM media WHERE path = ?1")?;
             for e in errors {
                 fail.execute(params![e.path, e.size as i64, e.mtime_ns, e.reason])?;
                 drop_file.execute([&e.path])?;
+                drop_media.execute([&e.path])?;
             }
             Ok(())
         })
@@ -306,12 +391,14 @@ impl Index {
             let mut hash_of = tx.prepare_cached("SELECT hash FROM files WHERE path = ?1")?;
             let mut del = tx.prepare_cached("DELETE FROM files WHERE path = ?1")?;
             let mut del_err = tx.prepare_cached("DELETE FROM errors WHERE path = ?1")?;
+            let mut del_media = tx.prepare_cached("DELETE FROM media WHERE path = ?1")?;
             let mut still_used = tx.prepare_cached("SELECT COUNT(*) FROM files WHERE hash = ?1")?;
             let mut orphans = Vec::new();
             for p in paths {
                 let hash: Option<String> = hash_of.query_row([p], |r| r.get(0)).optional()?;
                 del.execute([p])?;
                 del_err.execute([p])?;
+                del_media.execute([p])?;
                 if let Some(hash) = hash {
                     let n: i64 = still_used.query_row([&hash], |r| r.get(0))?;
                     if n == 0 {

@@ -13,6 +13,7 @@ use image::RgbImage;
 
 use crate::db::{ErrorRow, FileRow, Index, ModelInfo};
 use crate::error::Result;
+use crate::media::{self, Media};
 use crate::pipeline::pipelined;
 use crate::store::VectorStore;
 use crate::walk::find_images;
@@ -47,6 +48,8 @@ pub struct Report {
     pub reused: usize,
     /// Of those, files whose content had been indexed under a path that is now gone.
     pub renamed: usize,
+    /// Unchanged files indexed before metadata was recorded, read again for it.
+    pub described: usize,
     /// Files that could not be indexed in this run (see `--errors`).
     pub failed: usize,
     /// Files that failed before and were not retried.
@@ -86,6 +89,9 @@ struct Stat {
     path: String,
     size: u64,
     mtime_ns: i64,
+    /// Indexed and unchanged, but without metadata (an index from before it
+    /// was recorded): read again for it alone.
+    backfill: bool,
 }
 
 fn stat(path: &Path) -> std::io::Result<Stat> {
@@ -98,6 +104,7 @@ fn stat(path: &Path) -> std::io::Result<Stat> {
         path: path.display().to_string(),
         size: meta.len(),
         mtime_ns,
+        backfill: false,
     })
 }
 
@@ -112,7 +119,7 @@ fn absolute(path: &Path) -> PathBuf {
 /// A file read and decoded by the worker stage.
 struct Loaded {
     stat: Stat,
-    outcome: std::result::Result<(String, RgbImage), String>,
+    outcome: std::result::Result<Decoded, String>,
     took: Duration,
 }
 
@@ -126,13 +133,20 @@ fn load(stat: Stat, clip: &AltClip, max_pixels: u64, max_file_bytes: u64) -> Loa
     }
 }
 
-/// The content hash and the decoded image of one file, or why not.
+/// What the worker stage makes of one file.
+struct Decoded {
+    hash: String,
+    image: RgbImage,
+    media: Media,
+}
+
+/// The content hash, decoded image and metadata of one file, or why not.
 fn read_and_decode(
     stat: &Stat,
     clip: &AltClip,
     max_pixels: u64,
     max_file_bytes: u64,
-) -> std::result::Result<(String, RgbImage), String> {
+) -> std::result::Result<Decoded, String> {
     if stat.size > max_file_bytes {
         return Err(format!(
             "file is {} bytes, over the limit of {max_file_bytes}",
@@ -146,8 +160,9 @@ fn read_and_decode(
     let bytes = altclip::preprocess::read_image_file(stat.path.as_ref(), limit)
         .map_err(|e| e.to_string())?;
     let hash = content_hash(&bytes);
-    let img = (clip.decode_image(&bytes, &stat.path, max_pixels)).map_err(|e| e.to_string())?;
-    Ok((hash, img))
+    let image = (clip.decode_image(&bytes, &stat.path, max_pixels)).map_err(|e| e.to_string())?;
+    let media = media::read(&bytes, stat.mtime_ns, image.dimensions());
+    Ok(Decoded { hash, image, media })
 }
 
 /// Indexes `opts.roots` into `index` and `store` with `clip`.
@@ -222,6 +237,7 @@ struct Scan {
 /// counts go into `report`.
 fn scan(index: &Index, roots: &[PathBuf], opts: &Options, report: &mut Report) -> Result<Scan> {
     let files = index.files()?;
+    let undescribed = index.paths_without_media()?;
     let known_errors: HashMap<String, (u64, i64)> = index
         .errors()?
         .into_iter()
@@ -259,7 +275,14 @@ fn scan(index: &Index, roots: &[PathBuf], opts: &Options, report: &mut Report) -
             .get(&st.path)
             .is_some_and(|f| f.size == st.size && f.mtime_ns == st.mtime_ns)
         {
-            report.unchanged += 1;
+            if undescribed.contains(&st.path) {
+                todo.push(Stat {
+                    backfill: true,
+                    ..st
+                });
+            } else {
+                report.unchanged += 1;
+            }
         } else if !opts.retry_errors && known_errors.get(&st.path) == Some(&(st.size, st.mtime_ns))
         {
             report.known_errors += 1;
@@ -311,26 +334,33 @@ impl BatchWriter<'_> {
         self.report.time.decode_ms += millis(decoding);
         for Loaded { stat, outcome, .. } in loaded {
             match outcome {
+                // A backfill that fails keeps the indexed file as it was.
+                Err(_) if stat.backfill => {}
                 Err(reason) => errors.push(ErrorRow {
                     path: stat.path,
                     size: stat.size,
                     mtime_ns: stat.mtime_ns,
                     reason,
                 }),
-                Ok((hash, img)) => {
+                Ok(Decoded { hash, image, media }) => {
                     let row = FileRow {
                         path: stat.path,
                         size: stat.size,
                         mtime_ns: stat.mtime_ns,
                         hash,
+                        media: Some(media),
                     };
-                    if known.contains(&row.hash) || to_embed.iter().any(|(r, _)| r.hash == row.hash)
+                    if stat.backfill {
+                        self.report.described += 1;
+                        rows.push(row);
+                    } else if known.contains(&row.hash)
+                        || to_embed.iter().any(|(r, _)| r.hash == row.hash)
                     {
                         self.report.reused += 1;
                         self.report.renamed += self.gone_hashes.contains(&row.hash) as usize;
                         rows.push(row);
                     } else {
-                        to_embed.push((row, img));
+                        to_embed.push((row, image));
                     }
                 }
             }
@@ -346,7 +376,7 @@ impl BatchWriter<'_> {
     fn known_hashes(&mut self, loaded: &[Loaded]) -> Result<HashSet<String>> {
         let hashes: Vec<String> = loaded
             .iter()
-            .filter_map(|l| l.outcome.as_ref().ok().map(|(h, _)| h.clone()))
+            .filter_map(|l| l.outcome.as_ref().ok().map(|d| d.hash.clone()))
             .collect();
         let mut known: HashSet<String> = hashes
             .iter()

@@ -13,7 +13,9 @@ pub mod dedup;
 pub mod error;
 pub mod export;
 mod files;
+pub mod filter;
 pub mod indexer;
+pub mod media;
 pub mod pipeline;
 pub mod query;
 pub mod store;
@@ -22,6 +24,5 @@ pub mod walk;
 pub use ann::AnnParams;
 pub use db::{Index, ModelInfo, ANN_THRESHOLD};
 pub use error::{Error, Result};
-pub use store::{
-    search_known, search_paths, AnnPolicy, GraphUse, SqliteVectors, VectorDtype, VectorStore,
-};
+pub use media::Media;
+pub use store::{search_known, AnnPolicy, GraphUse, SqliteVectors, VectorDtype, VectorStore};

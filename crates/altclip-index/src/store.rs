@@ -4,6 +4,7 @@
 //! threshold, through an HNSW graph kept beside the database ([`crate::ann`]).
 
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::path::Path;
 
 use rusqlite::{params, OptionalExtension};
@@ -22,6 +23,17 @@ pub trait VectorStore {
     fn contains(&self, keys: &[String]) -> Result<Vec<bool>>;
     /// The `k` nearest keys by inner product, best first.
     fn search(&self, query: &[f32], k: usize) -> Result<Vec<(String, f32)>>;
+    /// The `k` nearest among `keys` only (a filter's matches), best first.
+    /// By default a widening search ([`search_known`]); a store that can
+    /// scan a subset does so when the subset is small.
+    fn search_among(
+        &self,
+        query: &[f32],
+        k: usize,
+        keys: &HashSet<String>,
+    ) -> Result<Vec<(String, f32)>> {
+        search_known(self, query, k, |h| keys.contains(h))
+    }
     /// Every key with its vector, for whole-collection work such as dedup.
     fn all(&self) -> Result<Vec<(String, Vec<f32>)>>;
     /// Brings derived structures, such as a search graph, up to date after
@@ -35,8 +47,8 @@ pub trait VectorStore {
 /// collection (Milvus) may hold rows that another writer added; they would
 /// take top-k places and then be dropped by the caller, so the search is
 /// widened until `k` known keys are found or the store has no more.
-pub fn search_known(
-    store: &dyn VectorStore,
+pub fn search_known<S: VectorStore + ?Sized>(
+    store: &S,
     query: &[f32],
     k: usize,
     known: impl Fn(&str) -> bool,
@@ -52,23 +64,6 @@ pub fn search_known(
         }
         fetch = fetch.saturating_mul(4);
     }
-}
-
-/// The `top` best indexed files for `query`, best first, as
-/// `(path, score)`: files with the same content share its score.
-pub fn search_paths(
-    store: &dyn VectorStore,
-    index: &crate::Index,
-    query: &[f32],
-    top: usize,
-) -> Result<Vec<(String, f32)>> {
-    let paths = index.paths_by_hash()?;
-    let hits = search_known(store, query, top, |h| paths.contains_key(h))?;
-    Ok(hits
-        .into_iter()
-        .flat_map(|(hash, score)| paths[&hash].iter().map(move |p| (p.clone(), score)))
-        .take(top)
-        .collect())
 }
 
 /// When searches of [`SqliteVectors`] go through its HNSW graph. A graph
@@ -154,6 +149,9 @@ struct Matrix {
     /// The store's write counter when the rows were read.
     generation: u64,
 }
+
+/// A filter matching fewer than one row in this many is scanned exactly.
+const SELECTIVE: usize = 20;
 
 /// Bumps the write counter that tells open stores their matrix is stale.
 const BUMP_GENERATION: &str = "INSERT INTO meta (key, value) VALUES ('vectors_generation', '1') \
@@ -285,6 +283,61 @@ impl SqliteVectors {
             .collect())
     }
 
+    /// The exact scan, over every row or those in `among`.
+    fn scan(
+        &self,
+        generation: u64,
+        query: &[f32],
+        k: usize,
+        among: Option<&HashSet<String>>,
+    ) -> Result<Vec<(String, f32)>> {
+        if self
+            .matrix
+            .borrow()
+            .as_ref()
+            .is_none_or(|m| m.generation != generation)
+        {
+            let m = self.load()?;
+            self.matrix.replace(Some(m));
+        }
+        let guard = self.matrix.borrow();
+        let m = guard.as_ref().expect("loaded above");
+        if m.keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        if query.len() != m.dim {
+            return Err(Error::Invalid(format!(
+                "query has {} dimensions but the index holds {}-dimensional vectors",
+                query.len(),
+                m.dim
+            )));
+        }
+        let rows: Vec<usize> = match among {
+            None => (0..m.keys.len()).collect(),
+            Some(keys) => (0..m.keys.len())
+                .filter(|&i| keys.contains(&m.keys[i]))
+                .collect(),
+        };
+        let scores: Vec<f32> = rows
+            .iter()
+            .map(|&i| dot(&m.data[i * m.dim..(i + 1) * m.dim], query))
+            .collect();
+        Ok(altclip::embedding::top_k(&scores, k)
+            .into_iter()
+            .map(|j| (m.keys[rows[j]].clone(), scores[j]))
+            .collect())
+    }
+
+    /// Stored vectors.
+    fn len(&self) -> Result<usize> {
+        let n: i64 = self
+            .index
+            .conn
+            .query_row("SELECT COUNT(*) FROM vectors", [], |r| r.get(0))
+            .map_err(|e| self.index.err(e))?;
+        Ok(n as usize)
+    }
+
     /// How many writes the vector table has seen, from any connection.
     fn generation(&self) -> Result<u64> {
         let v: Option<String> = self
@@ -398,36 +451,23 @@ impl VectorStore for SqliteVectors {
         if self.graph_use != GraphUse::Never && self.fresh_graph(generation)? {
             return self.search_graph(query, k);
         }
-        if self
-            .matrix
-            .borrow()
-            .as_ref()
-            .is_none_or(|m| m.generation != generation)
-        {
-            let m = self.load()?;
-            self.matrix.replace(Some(m));
+        self.scan(generation, query, k, None)
+    }
+
+    fn search_among(
+        &self,
+        query: &[f32],
+        k: usize,
+        keys: &HashSet<String>,
+    ) -> Result<Vec<(String, f32)>> {
+        let generation = self.generation()?;
+        // Over-fetching through the graph pays while the filter keeps a fair
+        // share of the rows; a selective one scans its matches exactly.
+        let selective = keys.len().saturating_mul(SELECTIVE) < self.len()?;
+        if !selective && self.graph_use != GraphUse::Never && self.fresh_graph(generation)? {
+            return search_known(self, query, k, |h| keys.contains(h));
         }
-        let guard = self.matrix.borrow();
-        let m = guard.as_ref().expect("loaded above");
-        if m.keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        if query.len() != m.dim {
-            return Err(Error::Invalid(format!(
-                "query has {} dimensions but the index holds {}-dimensional vectors",
-                query.len(),
-                m.dim
-            )));
-        }
-        let scores: Vec<f32> = m
-            .data
-            .chunks_exact(m.dim)
-            .map(|row| dot(row, query))
-            .collect();
-        Ok(altclip::embedding::top_k(&scores, k)
-            .into_iter()
-            .map(|i| (m.keys[i].clone(), scores[i]))
-            .collect())
+        self.scan(generation, query, k, Some(keys))
     }
 
     fn all(&self) -> Result<Vec<(String, Vec<f32>)>> {

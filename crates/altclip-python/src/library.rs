@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use altclip_index::{query, search_paths, GraphUse, Index, ModelInfo, SqliteVectors, VectorDtype};
+use altclip_index::filter::{self, Filter, Search, Sort};
+use altclip_index::{query, GraphUse, Index, ModelInfo, SqliteVectors, VectorDtype};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
@@ -87,7 +88,10 @@ impl Library {
     }
 
     /// The `top_k` best files for the query words, as `altclip search`
-    /// parses them, with `engine` (which must be the index's model).
+    /// parses them, with `engine` (which must be the index's model), under
+    /// the filters `altclip search` has.
+    #[pyo3(signature = (engine, words, top_k, max_pixels, after = None, before = None, camera = None, path = None, near = None, kind = None, min_score = None, sort = "score"))]
+    #[allow(clippy::too_many_arguments)]
     fn search(
         &self,
         py: Python<'_>,
@@ -95,7 +99,49 @@ impl Library {
         words: Vec<String>,
         top_k: usize,
         max_pixels: u64,
+        after: Option<String>,
+        before: Option<String>,
+        camera: Option<String>,
+        path: Option<String>,
+        near: Option<(f64, f64, f64)>,
+        kind: Option<String>,
+        min_score: Option<f32>,
+        sort: &str,
     ) -> PyResult<Vec<(String, f32)>> {
+        let date = |d: Option<String>| d.map(|d| filter::parse_date(&d)).transpose();
+        let near = near
+            .map(|(lat, lon, km)| filter::parse_near(&format!("{lat},{lon},{km}")))
+            .transpose();
+        let sort = match sort {
+            "score" => Sort::Score,
+            "date" => Sort::Date,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "sort={other:?}: expected \"score\" or \"date\""
+                )))
+            }
+        };
+        if kind
+            .as_deref()
+            .is_some_and(|k| k != "photo" && k != "video")
+        {
+            return Err(PyValueError::new_err(
+                "kind: expected \"photo\" or \"video\"",
+            ));
+        }
+        let search = Search {
+            top: top_k,
+            filter: Filter {
+                after: date(after).map_err(index_error)?,
+                before: date(before).map_err(index_error)?,
+                camera,
+                path,
+                near: near.map_err(index_error)?,
+                kind,
+            },
+            min_score,
+            sort,
+        };
         py.detach(|| {
             let open = self.lock()?;
             let (index, vectors) = &*open;
@@ -106,7 +152,8 @@ impl Library {
                 .map_err(|e| ModelError::new_err(e.to_string()))?;
             let parts = query::parse(&words).map_err(index_error)?;
             let q = query::embed(&engine.clip, &parts, max_pixels).map_err(index_error)?;
-            search_paths(vectors, index, &q, top_k).map_err(index_error)
+            let hits = filter::search(vectors, index, &q, &search).map_err(index_error)?;
+            Ok(hits.into_iter().map(|h| (h.path, h.score)).collect())
         })
     }
 }

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use altclip_index::{Index, SqliteVectors, VectorDtype, VectorStore};
+use altclip_index::filter::{self, Search};
+use altclip_index::{Index, Media, SqliteVectors, VectorDtype, VectorStore};
 use tokio::sync::oneshot;
 
 use crate::error::ApiError;
@@ -47,8 +48,28 @@ pub struct Hit {
     pub score: f32,
     /// First path holding this content.
     pub path: String,
-    /// Every indexed path with this content (duplicates).
+    /// Every indexed path with this content (duplicates) that passed the filters.
     pub paths: Vec<String>,
+    /// The first path's metadata, when it was recorded.
+    pub media: Option<Media>,
+}
+
+/// Per-file hits as per-content results, in order.
+fn group(hits: Vec<filter::Hit>) -> Vec<Hit> {
+    let mut out: Vec<Hit> = Vec::new();
+    for h in hits {
+        match out.iter_mut().find(|r| r.id == h.hash) {
+            Some(r) => r.paths.push(h.path),
+            None => out.push(Hit {
+                id: h.hash,
+                score: h.score,
+                path: h.path.clone(),
+                paths: vec![h.path],
+                media: h.media,
+            }),
+        }
+    }
+    out
 }
 
 struct State {
@@ -162,10 +183,18 @@ impl Library {
             .map_err(|_| ApiError::Internal("the library thread stopped".into()))
     }
 
-    /// The `k` nearest indexed images to a normalised query vector, best first.
-    pub async fn search(&self, query: Vec<f32>, k: usize) -> Result<Vec<Hit>, ApiError> {
+    /// The best indexed images for a normalised query vector under
+    /// `search` (its `top`, filters, cutoff and order), best first.
+    pub async fn search(&self, query: Vec<f32>, search: Search) -> Result<Vec<Hit>, ApiError> {
         self.call(move |s| {
             let internal = |e: altclip_index::Error| ApiError::Internal(e.to_string());
+            let k = search.top;
+            if search != Search::top(k) {
+                // Filtered: the manifest picks the candidates, per file.
+                let hits =
+                    filter::search(&*s.store, &s.index, &query, &search).map_err(internal)?;
+                return Ok(group(hits));
+            }
             let mut found = s.store.search(&query, k).map_err(internal)?;
             if found.iter().any(|(h, _)| !s.paths.contains_key(h)) {
                 // New files since the last look, or rows of another writer.
@@ -175,12 +204,19 @@ impl Library {
                     altclip_index::search_known(&*s.store, &query, k, |h| paths.contains_key(h))
                         .map_err(internal)?;
             }
+            let firsts: Vec<String> = found
+                .iter()
+                .filter_map(|(id, _)| s.paths.get(id)?.first().cloned())
+                .collect();
+            let media = s.index.media_of(&firsts).map_err(internal)?;
             Ok(found
                 .into_iter()
                 .filter_map(|(id, score)| {
                     let paths = s.paths.get(&id)?.clone();
+                    let path = paths.first()?.clone();
                     Some(Hit {
-                        path: paths.first()?.clone(),
+                        media: media.get(&path).cloned(),
+                        path,
                         id,
                         score,
                         paths,

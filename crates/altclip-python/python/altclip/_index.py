@@ -46,13 +46,32 @@ class Index:
         """The model the index was built with, as recorded (a Hub id or a directory)."""
         return self._library.model
 
-    def search(self, query: Union[str, os.PathLike, Sequence[str]], top_k: int = 10) -> List[Tuple[str, float]]:
+    def search(
+        self,
+        query: Union[str, os.PathLike, Sequence[str]],
+        top_k: int = 10,
+        *,
+        after: Optional[str] = None,
+        before: Optional[str] = None,
+        camera: Optional[str] = None,
+        path: Optional[str] = None,
+        near: Optional[Tuple[float, float, float]] = None,
+        kind: Optional[str] = None,
+        min_score: Optional[float] = None,
+        sort: str = "score",
+    ) -> List[Tuple[str, float]]:
         """The `top_k` best files for `query`, best first, as ``(path, cosine)``.
 
         `query` is a text in any language the model knows, an image path (image-to-image
         search), or the words of a mix as ``altclip search`` takes them, e.g.
         ``["2:一只猫", "+", "beach.jpg", "-", "雪"]``: terms joined by ``+``/``-``, each
         optionally weighted with ``W:``.
+
+        Filters, as ``altclip search`` has them, choose the candidates before the top-k: `after`
+        and `before` (ISO dates or times, EXIF's date taken or else the file's time; `before` is
+        exclusive), `camera` (text in the make or model), `path` (a glob over the absolute path),
+        `near` (``(lat, lon, km)``), `kind` (``"photo"``), `min_score` (a cosine cutoff), and
+        ``sort="date"`` for newest first among the matches above the cutoff.
         """
         if isinstance(query, (str, os.PathLike)):
             words = [os.fspath(query)]
@@ -62,7 +81,8 @@ class Index:
             raise ValueError(f"top_k={top_k!r}: expected a positive integer")
         text_only = not any(_names_a_file(w) for w in words if w not in ("+", "-"))
         model = self._model_for(text_only)
-        return self._library.search(model._engine, words, top_k, model.max_pixels)
+        return self._library.search(model._engine, words, top_k, model.max_pixels, after, before, camera, path,
+                                    near, kind, min_score, sort)
 
     def _model_for(self, text_only: bool) -> AltCLIP:
         with self._lock:

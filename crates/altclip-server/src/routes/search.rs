@@ -8,6 +8,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use altclip_index::filter::{self, Filter, Search, Sort};
 use altclip_index::query::{self, Term};
 
 use super::{JsonBody, Shared};
@@ -35,6 +36,80 @@ pub struct SearchRequest {
     /// Results to return (default 20).
     #[serde(default)]
     pub top_k: Option<usize>,
+    /// Filters, as `altclip search` has them: taken at or after / before an
+    /// ISO date or time, camera text, a glob over the path, `[lat, lon, km]`,
+    /// `photo` or `video`, a score cutoff, and `score` or `date` order.
+    #[serde(default)]
+    pub after: Option<String>,
+    #[serde(default)]
+    pub before: Option<String>,
+    #[serde(default)]
+    pub camera: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub near: Option<[f64; 3]>,
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub min_score: Option<f32>,
+    #[serde(default)]
+    pub sort: Option<String>,
+}
+
+/// The request's filters and order, checked.
+fn filters(req: &SearchRequest, top: usize) -> Result<Search, ApiError> {
+    let bad = |field: &str, e: altclip_index::Error| {
+        let m = e.to_string();
+        ApiError::bad(field, m)
+    };
+    let date = |field: &str, v: &Option<String>| {
+        v.as_deref()
+            .map(|d| filter::parse_date(d).map_err(|e| bad(field, e)))
+            .transpose()
+    };
+    let near = req
+        .near
+        .map(|[lat, lon, km]| {
+            filter::parse_near(&format!("{lat},{lon},{km}")).map_err(|e| bad("near", e))
+        })
+        .transpose()?;
+    if let Some(k) = req
+        .kind
+        .as_deref()
+        .filter(|k| *k != "photo" && *k != "video")
+    {
+        return Err(ApiError::bad(
+            "kind",
+            format!("{k:?}: expected \"photo\" or \"video\""),
+        ));
+    }
+    if req.min_score.is_some_and(|s| !s.is_finite()) {
+        return Err(ApiError::bad("min_score", "expected a number"));
+    }
+    let sort = match req.sort.as_deref() {
+        None | Some("score") => Sort::Score,
+        Some("date") => Sort::Date,
+        Some(other) => {
+            return Err(ApiError::bad(
+                "sort",
+                format!("{other:?}: expected \"score\" or \"date\""),
+            ))
+        }
+    };
+    Ok(Search {
+        top,
+        filter: Filter {
+            after: date("after", &req.after)?,
+            before: date("before", &req.before)?,
+            camera: req.camera.clone(),
+            path: req.path.clone(),
+            near,
+            kind: req.kind.clone(),
+        },
+        min_score: req.min_score,
+        sort,
+    })
 }
 
 /// Splits a query string into the words `query::parse` takes: `+` and `-`
@@ -129,6 +204,7 @@ pub async fn search(
     if k == 0 || k > MAX_TOP_K {
         return Err(ApiError::bad("top_k", format!("give 1 to {MAX_TOP_K}")));
     }
+    let search = filters(&req, k)?;
     let parts = parts(&req, state.limits.allow_file_paths)?;
     let mut weights = Vec::new();
     let mut items = Vec::new();
@@ -163,17 +239,24 @@ pub async fn search(
         .map(|(w, v)| (*w, v.as_slice()));
     let sum = altclip::embedding::weighted_sum(terms, state.clip.embedding_dim())
         .ok_or_else(|| ApiError::bad("query", "the terms cancel out"))?;
-    let hits = library.search(sum, k).await?;
+    let hits = library.search(sum, search).await?;
     let results: Vec<Value> = hits
         .into_iter()
         .map(|h| {
-            json!({
+            let mut r = json!({
                 "id": h.id,
                 "score": h.score,
                 "path": h.path,
                 "paths": h.paths,
                 "thumbnail": format!("/thumb/{}", h.id),
-            })
+            });
+            if let (Some(m), Some(obj)) = (&h.media, r.as_object_mut()) {
+                obj.insert("camera".into(), json!(m.camera()));
+                if let Ok(Value::Object(fields)) = serde_json::to_value(m) {
+                    obj.extend(fields);
+                }
+            }
+            r
         })
         .collect();
     Ok(Json(json!({"model": state.model_name, "results": results})))

@@ -1,0 +1,274 @@
+//! Filters and sorting for searches: by date taken, camera, path, place and
+//! kind, chosen in SQL over the manifest before the top-k, a relevance
+//! cutoff, and newest-first order. The CLI, the server and Python share it.
+
+use std::collections::{HashMap, HashSet};
+
+use rusqlite::types::Value;
+
+use crate::error::{Error, Result};
+use crate::media::{distance_km, Media};
+use crate::store::VectorStore;
+use crate::Index;
+
+/// Which indexed files a search may return. Empty: all of them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filter {
+    /// Taken at or after this ISO date or time (`2023`, `2023-07`, `2023-07-14`, `2023-07-14T18:00`).
+    pub after: Option<String>,
+    /// Taken before this ISO date or time.
+    pub before: Option<String>,
+    /// Make or model contains this text (case-insensitive for ASCII).
+    pub camera: Option<String>,
+    /// The absolute path matches this glob (`*` any characters, `?` one, `[...]` a set; case-sensitive).
+    pub path: Option<String>,
+    /// Within `km` of (`lat`, `lon`).
+    pub near: Option<Near>,
+    /// `photo` or `video`.
+    pub kind: Option<String>,
+}
+
+/// A circle on the globe.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Near {
+    pub lat: f64,
+    pub lon: f64,
+    pub km: f64,
+}
+
+/// How results are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sort {
+    /// Best match first.
+    #[default]
+    Score,
+    /// Newest first, among the matches at or above the cutoff.
+    Date,
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Hit {
+    pub path: String,
+    /// The content hash (the server's result id).
+    #[serde(skip)]
+    pub hash: String,
+    pub score: f32,
+    /// Make and model as people name them (see [`Media::camera`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub camera: Option<String>,
+    /// `None` for files indexed before metadata was recorded.
+    #[serde(flatten)]
+    pub media: Option<Media>,
+}
+
+impl Filter {
+    pub fn is_empty(&self) -> bool {
+        *self == Filter::default()
+    }
+}
+
+/// Checks a date argument and returns it in the stored form's prefix
+/// (`2023-07-14T18:00`), which compares as the stored dates do.
+pub fn parse_date(s: &str) -> Result<String> {
+    let t = s.trim().replace(' ', "T");
+    let shape_ok = {
+        let b = t.as_bytes();
+        let template = b"0000-00-00T00:00:00";
+        [4, 7, 10, 13, 16, 19].contains(&b.len())
+            && b.iter().zip(template).all(|(c, t)| {
+                if *t == b'0' {
+                    c.is_ascii_digit()
+                } else {
+                    c == t
+                }
+            })
+    };
+    let field = |r: std::ops::Range<usize>| t.get(r).and_then(|v| v.parse::<u32>().ok());
+    let in_range = field(5..7).is_none_or(|m| (1..=12).contains(&m))
+        && field(8..10).is_none_or(|d| (1..=31).contains(&d))
+        && field(11..13).is_none_or(|h| h <= 23)
+        && field(14..16).is_none_or(|m| m <= 59);
+    if !shape_ok || !in_range {
+        return Err(Error::Invalid(format!(
+            "date {s:?}: expected YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS]"
+        )));
+    }
+    Ok(t)
+}
+
+/// Parses `LAT,LON,KM`.
+pub fn parse_near(s: &str) -> Result<Near> {
+    let bad = || {
+        Error::Invalid(format!(
+            "place {s:?}: expected LAT,LON,KM, e.g. 31.23,121.47,5"
+        ))
+    };
+    let parts: Vec<f64> = s
+        .split(',')
+        .map(|p| p.trim().parse::<f64>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| bad())?;
+    let [lat, lon, km] = parts[..] else {
+        return Err(bad());
+    };
+    if !(lat.abs() <= 90.0 && lon.abs() <= 180.0 && km.is_finite() && km >= 0.0) {
+        return Err(bad());
+    }
+    Ok(Near { lat, lon, km })
+}
+
+/// The content hashes of the files that pass `filter`, with those files.
+fn matching(index: &Index, filter: &Filter) -> Result<HashMap<String, Vec<String>>> {
+    let mut sql = String::from(
+        "SELECT f.path, f.hash, m.lat, m.lon FROM files f LEFT JOIN media m ON m.path = f.path WHERE 1",
+    );
+    let mut args: Vec<Value> = Vec::new();
+    let mut clause = |sql_part: &str, v: Value| {
+        sql.push_str(sql_part);
+        args.push(v);
+    };
+    if let Some(a) = &filter.after {
+        clause(" AND m.taken >= ?", Value::Text(a.clone()));
+    }
+    if let Some(b) = &filter.before {
+        clause(" AND m.taken < ?", Value::Text(b.clone()));
+    }
+    if let Some(c) = &filter.camera {
+        let pattern = format!(
+            "%{}%",
+            c.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        clause(
+            " AND (COALESCE(m.make, '') || ' ' || COALESCE(m.model, '')) LIKE ? ESCAPE '\\'",
+            Value::Text(pattern),
+        );
+    }
+    if let Some(p) = &filter.path {
+        clause(" AND f.path GLOB ?", Value::Text(p.clone()));
+    }
+    if let Some(k) = &filter.kind {
+        clause(" AND COALESCE(m.kind, 'photo') = ?", Value::Text(k.clone()));
+    }
+    if let Some(n) = &filter.near {
+        // A box in SQL, the circle below.
+        let dlat = n.km / 111.0;
+        clause(" AND m.lat BETWEEN ?", Value::Real(n.lat - dlat));
+        clause(" AND ?", Value::Real(n.lat + dlat));
+    }
+    let mut stmt = index.conn.prepare(&sql).map_err(|e| index.err(e))?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args), |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<f64>>(2)?,
+                r.get::<_, Option<f64>>(3)?,
+            ))
+        })
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(|e| index.err(e))?;
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for (path, hash, lat, lon) in rows {
+        if let Some(n) = &filter.near {
+            let (Some(lat), Some(lon)) = (lat, lon) else {
+                continue;
+            };
+            if distance_km((n.lat, n.lon), (lat, lon)) > n.km {
+                continue;
+            }
+        }
+        out.entry(hash).or_default().push(path);
+    }
+    for paths in out.values_mut() {
+        paths.sort();
+    }
+    Ok(out)
+}
+
+/// A search's settings besides the query vector.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Search {
+    pub top: usize,
+    pub filter: Filter,
+    /// Results scoring below this are dropped.
+    pub min_score: Option<f32>,
+    pub sort: Sort,
+}
+
+impl Search {
+    /// The `top` best, unfiltered.
+    pub fn top(top: usize) -> Self {
+        Self {
+            top,
+            ..Self::default()
+        }
+    }
+}
+
+/// The best files for `query` under `search`: files with the same content
+/// share its score; with [`Sort::Date`], the newest `top` of those at or
+/// above the cutoff (or of the `top` best, without one).
+pub fn search(
+    store: &dyn VectorStore,
+    index: &Index,
+    query: &[f32],
+    search: &Search,
+) -> Result<Vec<Hit>> {
+    let paths = if search.filter.is_empty() {
+        index.paths_by_hash()?
+    } else {
+        matching(index, &search.filter)?
+    };
+    if paths.is_empty() || search.top == 0 {
+        return Ok(Vec::new());
+    }
+    let keys: HashSet<String> = paths.keys().cloned().collect();
+    let above = |s: f32| search.min_score.is_none_or(|m| s >= m);
+    let mut hashes = match (search.sort, search.min_score) {
+        // Everything above the cutoff competes for the newest places.
+        (Sort::Date, Some(_)) => {
+            let mut k = search.top;
+            loop {
+                let found = store.search_among(query, k, &keys)?;
+                let exhausted = found.len() < k;
+                if exhausted || found.last().is_some_and(|(_, s)| !above(*s)) {
+                    break found;
+                }
+                k = k.saturating_mul(4);
+            }
+        }
+        _ => store.search_among(query, search.top, &keys)?,
+    };
+    hashes.retain(|(_, s)| above(*s));
+    let found: Vec<(String, String, f32)> = hashes
+        .into_iter()
+        .flat_map(|(hash, score)| {
+            paths[&hash]
+                .iter()
+                .map(move |p| (p.clone(), hash.clone(), score))
+        })
+        .collect();
+    let media = index.media_of(&found.iter().map(|(p, _, _)| p.clone()).collect::<Vec<_>>())?;
+    let mut hits: Vec<Hit> = found
+        .into_iter()
+        .map(|(path, hash, score)| Hit {
+            camera: media.get(&path).and_then(Media::camera),
+            media: media.get(&path).cloned(),
+            path,
+            hash,
+            score,
+        })
+        .collect();
+    if search.sort == Sort::Date {
+        // Undated files last; ties keep the score order.
+        hits.sort_by(|a, b| {
+            let date = |h: &Hit| h.media.as_ref().map(|m| m.taken.clone());
+            date(b).cmp(&date(a))
+        });
+    }
+    hits.truncate(search.top);
+    Ok(hits)
+}
