@@ -71,3 +71,22 @@ def test_a_missing_database_and_bad_queries_are_errors(library, tmp_path):
         altclip.Index(db).search(["+", "cat"])
     with pytest.raises(ValueError, match="top_k"):
         altclip.Index(db).search("cat", top_k=0)
+
+
+def test_filters_pass_through_as_the_cli_has_them(library):
+    binary, root, db = library
+    index = altclip.Index(db)
+    for kwargs, flags in [
+        ({"path": "*/photo.*"}, ["--path", "*/photo.*"]),
+        ({"min_score": 0.0}, ["--min-score", "0.0"]),
+        ({"sort": "date", "min_score": -1.0}, ["--sort", "date", "--min-score", "-1.0"]),
+        ({"kind": "video"}, ["--kind", "video"]),
+        ({"after": "2000", "before": "2100-01-01"}, ["--after", "2000", "--before", "2100-01-01"]),
+    ]:
+        ours = [p for p, _ in index.search("一只猫", top_k=20, **kwargs)]
+        theirs = [p for p, _ in cli_search(binary, db, ["一只猫", *flags], 20)]
+        assert ours == theirs, kwargs
+    with pytest.raises(ValueError, match="date"):
+        index.search("一只猫", after="July")
+    with pytest.raises(ValueError, match="sort"):
+        index.search("一只猫", sort="size")

@@ -733,3 +733,70 @@ async fn malformed_requests_get_4xx_json_naming_the_field_and_the_server_keeps_s
     let (status, _) = get_json(&s.url("/health")).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn search_filters_choose_the_candidates_and_results_carry_metadata() {
+    let s = server();
+    let (photos, _) = library();
+    let wide = std::fs::canonicalize(photos.join("wide.png")).unwrap();
+    let (status, body) = post(
+        &s.url("/search"),
+        &json!({"query": "海边的日落", "top_k": 5, "path": "*/wide.png"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{body}");
+    assert_eq!(results[0]["path"], wide.display().to_string());
+    let size = image::image_dimensions(&wide).unwrap();
+    assert_eq!(
+        (results[0]["width"].as_u64(), results[0]["height"].as_u64()),
+        (Some(size.0 as u64), Some(size.1 as u64))
+    );
+    assert_eq!(results[0]["taken_from"], "file", "{body}");
+    assert_eq!(results[0]["kind"], "photo");
+
+    // Every result of an unfiltered search carries its metadata too.
+    let (_, all) = post(
+        &s.url("/search"),
+        &json!({"query": "海边的日落", "top_k": 100}),
+    )
+    .await;
+    assert!(
+        all["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["taken"].is_string()),
+        "{all}"
+    );
+    // A cutoff above every score leaves nothing; videos are not indexed.
+    for filter in [
+        json!({"min_score": 1.5}),
+        json!({"kind": "video"}),
+        json!({"before": "1971"}),
+    ] {
+        let mut req = json!({"query": "海边的日落"});
+        req.as_object_mut()
+            .unwrap()
+            .extend(filter.as_object().unwrap().clone());
+        let (status, body) = post(&s.url("/search"), &req).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["results"].as_array().unwrap().len(),
+            0,
+            "{req}: {body}"
+        );
+    }
+    for (field, value) in [
+        ("after", json!("July")),
+        ("near", json!([95.0, 0.0, 1.0])),
+        ("sort", json!("size")),
+    ] {
+        let mut req = json!({"query": "海边的日落"});
+        req[field] = value;
+        let (status, body) = post(&s.url("/search"), &req).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.to_string().contains(field), "{field}: {body}");
+    }
+}
