@@ -158,6 +158,13 @@ pub struct IndexArgs {
     /// Print the run's report (or the --errors list) as JSON.
     #[arg(long)]
     json: bool,
+    /// After indexing, keep watching PATHs and index what is added, changed, moved or deleted
+    /// (deleted files are forgotten, as with --prune), one report per batch, until interrupted.
+    #[arg(long)]
+    watch: bool,
+    /// With --watch, seconds without further changes before a batch is indexed.
+    #[arg(long, default_value_t = 2.0, value_name = "SECS", requires = "watch")]
+    watch_delay: f64,
 }
 
 fn model_for(db: &Index, explicit: &Option<String>) -> Result<String> {
@@ -225,26 +232,69 @@ pub fn index(args: IndexArgs) -> Result<ExitCode> {
         max_file_bytes: args.max_file_size,
         retry_errors: args.retry_errors,
     };
-    let bar = progress(0, "indexing");
-    let report = indexer::run(
-        &clip,
-        &info,
-        &mut db,
-        store.as_mut(),
-        &opts,
-        &mut |done, total| track(&bar, done, total),
-    )
-    .map_err(advise)?;
-    bar.finish_and_clear();
-    let bar = progress(0, "search graph");
-    store.finish(&mut |done, total| track(&bar, done, total))?;
-    bar.finish_and_clear();
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+    // Watching starts first, so that nothing changed during the first run is missed.
+    let watcher = if args.watch {
+        anyhow::ensure!(
+            args.watch_delay.is_finite() && args.watch_delay >= 0.0,
+            "--watch-delay {}: expected seconds, e.g. 2",
+            args.watch_delay
+        );
+        let own = ["", "-wal", "-shm", ".hnsw"]
+            .map(|suffix| PathBuf::from(format!("{}{suffix}", absolute(&db_path).display())));
+        let roots: Vec<PathBuf> = args.paths.iter().map(|p| absolute(p)).collect();
+        Some(altclip_index::watch::Watcher::new(&roots, own.to_vec())?)
     } else {
-        print_report(&db_path, &report)?;
+        None
+    };
+    let mut run = |opts: &Options| -> Result<()> {
+        let bar = progress(0, "indexing");
+        let report = indexer::run(
+            &clip,
+            &info,
+            &mut db,
+            store.as_mut(),
+            opts,
+            &mut |done, total| track(&bar, done, total),
+        )
+        .map_err(advise)?;
+        bar.finish_and_clear();
+        let bar = progress(0, "search graph");
+        store.finish(&mut |done, total| track(&bar, done, total))?;
+        bar.finish_and_clear();
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            print_report(&db_path, &report)?;
+        }
+        Ok(())
+    };
+    run(&opts)?;
+    let Some(watcher) = watcher else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    if !args.json {
+        eprintln!(
+            "watching {} for changes (Ctrl-C stops)",
+            args.paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let delay = std::time::Duration::from_secs_f64(args.watch_delay);
+    let watching = Options {
+        prune: true,
+        ..opts
+    };
+    while watcher.next_batch(delay)?.is_some() {
+        run(&watching)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 /// `altclip index --errors`: the files the index could not take, and why.

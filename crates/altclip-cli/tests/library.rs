@@ -736,3 +736,135 @@ fn forget_media(db: &Path) -> usize {
     let conn = rusqlite::Connection::open(db).unwrap();
     conn.execute("DELETE FROM media", []).unwrap()
 }
+
+/// `altclip index --watch --json` running on `dir`, its reports read on a thread.
+struct Watching {
+    child: std::process::Child,
+    reports: std::sync::mpsc::Receiver<Value>,
+}
+
+impl Watching {
+    fn start(dir: &Path) -> Self {
+        let db = dir.join("index.db");
+        let m = model();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_altclip"))
+            .args([
+                "index",
+                dir.to_str().unwrap(),
+                "--db",
+                db.to_str().unwrap(),
+                "--model",
+                &m,
+            ])
+            .args(["--json", "--watch", "--watch-delay", "0.3"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, reports) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(serde_json::from_str(&line).unwrap());
+            }
+        });
+        Self { child, reports }
+    }
+
+    /// The next batch's report, within a bounded time.
+    fn next(&self) -> Value {
+        self.reports
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("no report within 30 s")
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Files added, renamed and deleted while `--watch` runs are in the index
+/// (and in searches) after the next batch; the database living inside the
+/// watched folder does not set it off.
+#[test]
+fn watch_mode_follows_additions_renames_and_deletions() {
+    let dir = temp_dir("lib-watch");
+    for i in 0..3 {
+        write_image(&dir.join(format!("{i}.png")), i + 1, 30, 20);
+    }
+    let w = Watching::start(&dir);
+    assert_eq!(w.next()["embedded"], 3);
+    let listed = |dir: &Path| paths(&search(dir, &["一只猫"]));
+
+    write_image(&dir.join("sub/new.png"), 9, 30, 20);
+    let r = w.next();
+    assert_eq!(
+        (r["embedded"].as_u64(), r["found"].as_u64()),
+        (Some(1), Some(4)),
+        "{r}"
+    );
+    assert!(listed(&dir).contains(&canonical(&dir.join("sub/new.png"))));
+
+    std::fs::rename(dir.join("0.png"), dir.join("renamed.png")).unwrap();
+    let r = w.next();
+    assert_eq!(
+        (
+            r["embedded"].as_u64(),
+            r["renamed"].as_u64(),
+            r["removed"].as_u64()
+        ),
+        (Some(0), Some(1), Some(1)),
+        "{r}"
+    );
+    std::fs::remove_file(dir.join("1.png")).unwrap();
+    let r = w.next();
+    assert_eq!(
+        (r["removed"].as_u64(), r["found"].as_u64()),
+        (Some(1), Some(3)),
+        "{r}"
+    );
+    let now = listed(&dir);
+    assert_eq!(
+        now,
+        [
+            canonical(&dir.join("2.png")),
+            canonical(&dir.join("renamed.png")),
+            canonical(&dir.join("sub/new.png"))
+        ]
+    );
+    // Nothing else happens: no report from the index's own writes.
+    assert!(w
+        .reports
+        .recv_timeout(std::time::Duration::from_secs(2))
+        .is_err());
+    drop(w);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A SIGKILL in the middle of a watch batch leaves a database that the next
+/// plain run completes.
+#[test]
+fn a_watch_killed_mid_batch_is_completed_by_the_next_run() {
+    let dir = temp_dir("lib-watch-kill");
+    write_image(&dir.join("first.png"), 1, 30, 20);
+    let mut w = Watching::start(&dir);
+    assert_eq!(w.next()["embedded"], 1);
+    for i in 0..60 {
+        write_image(&dir.join(format!("batch/{i}.png")), i + 100, 200, 150);
+    }
+    // The batch starts 0.3 s after the last write; kill it soon after.
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    w.child.kill().unwrap(); // SIGKILL
+    w.child.wait().unwrap();
+    let r = index(&dir, &[]);
+    let total = 61;
+    assert_eq!(r["found"], total);
+    assert_eq!(search(&dir, &["一只猫"]).len(), total, "{r}");
+    assert_eq!(index(&dir, &[])["unchanged"], total);
+    drop(w);
+    std::fs::remove_dir_all(dir).unwrap();
+}

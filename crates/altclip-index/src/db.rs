@@ -282,6 +282,14 @@ impl Index {
         Ok(out)
     }
 
+    /// A number that changes whenever another connection (an indexer)
+    /// commits to the database: a reader's cue to re-read what it cached.
+    pub fn data_version(&self) -> Result<i64> {
+        self.conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
     /// Indexed files without metadata (indexed before it was recorded).
     pub fn paths_without_media(&self) -> Result<std::collections::HashSet<String>> {
         let mut stmt = self

@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod query;
 pub mod store;
 pub mod walk;
+pub mod watch;
 
 pub use ann::AnnParams;
 pub use db::{Index, ModelInfo, ANN_THRESHOLD};

@@ -75,9 +75,13 @@ fn group(hits: Vec<filter::Hit>) -> Vec<Hit> {
 struct State {
     index: Index,
     store: Box<dyn VectorStore>,
-    /// Content hash → paths, refreshed when a search finds an unknown hash.
+    /// Content hash → paths, re-read when an indexer has committed since
+    /// (`altclip index --watch` beside the server) or a search finds an
+    /// unknown hash.
     paths: HashMap<String, Vec<String>>,
     refreshed: Instant,
+    /// The manifest's `data_version` when `paths` was read.
+    version: i64,
 }
 
 /// Unknown ids re-read the manifest at most this often.
@@ -85,6 +89,22 @@ const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
 impl State {
     /// Re-reads content hash → paths, unless that was done a moment ago.
+    /// Re-reads content hash → paths if an indexer committed since.
+    fn sync(&mut self) -> Result<(), ApiError> {
+        let version = self
+            .index
+            .data_version()
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        if version != self.version {
+            self.paths = self
+                .index
+                .paths_by_hash()
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            self.version = version;
+        }
+        Ok(())
+    }
+
     fn refresh(&mut self) -> Result<(), ApiError> {
         if self.refreshed.elapsed() >= REFRESH_EVERY {
             self.paths = self
@@ -124,12 +144,14 @@ impl Library {
                 let opened = (|| {
                     let index = Index::open(&path).map_err(|e| e.to_string())?;
                     let store = opener(&index, dim)?;
+                    let index_version = index.data_version().map_err(|e| e.to_string())?;
                     let paths = index.paths_by_hash().map_err(|e| e.to_string())?;
                     Ok(State {
                         index,
                         store,
                         paths,
                         refreshed: Instant::now(),
+                        version: index_version,
                     })
                 })();
                 let mut state = match opened {
@@ -195,6 +217,7 @@ impl Library {
                     filter::search(&*s.store, &s.index, &query, &search).map_err(internal)?;
                 return Ok(group(hits));
             }
+            s.sync()?;
             let mut found = s.store.search(&query, k).map_err(internal)?;
             if found.iter().any(|(h, _)| !s.paths.contains_key(h)) {
                 // New files since the last look, or rows of another writer.
@@ -230,6 +253,7 @@ impl Library {
     /// A file holding the content `id`, if it is indexed.
     pub async fn path_of(&self, id: String) -> Result<Option<PathBuf>, ApiError> {
         self.call(move |s| {
+            s.sync()?;
             if !s.paths.contains_key(&id) {
                 s.refresh()?;
             }

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use altclip::cache::model_key;
 use altclip::AltClip;
 use altclip_index::indexer::{self, Options};
 use altclip_index::{Index, ModelInfo, SqliteVectors, VectorDtype};
@@ -92,32 +91,28 @@ pub fn library() -> &'static (PathBuf, PathBuf) {
             std::fs::copy(image(name), photos.join(name)).unwrap();
         }
         let db = dir.join("index.db");
-        let clip = engine();
-        let info = ModelInfo {
-            name: std::fs::canonicalize(model())
-                .unwrap()
-                .display()
-                .to_string(),
-            revision: None,
-            key: model_key(clip).unwrap(),
-            dim: clip.embedding_dim(),
-        };
-        let mut index = Index::open(&db).unwrap();
-        let mut store = SqliteVectors::open(&db, VectorDtype::F16).unwrap();
-        let opts = Options {
-            roots: vec![photos.clone()],
-            exclude_dirs: Vec::new(),
-            prune: false,
-            batch_size: 8,
-            max_pixels: 100_000_000,
-            max_file_bytes: 1 << 30,
-            retry_errors: false,
-        };
-        let report =
-            indexer::run(clip, &info, &mut index, &mut store, &opts, &mut |_, _| {}).unwrap();
+        let report = index_folder(&photos, &db);
         assert_eq!(report.embedded, PHOTOS.len(), "{report:?}");
         (photos, db)
     })
+}
+
+/// Brings the index `db` of `photos` up to date (forgetting deleted files).
+pub fn index_folder(photos: &std::path::Path, db: &std::path::Path) -> indexer::Report {
+    let clip = engine();
+    let info = ModelInfo::describe(clip, &model(), None).unwrap();
+    let mut index = Index::open(db).unwrap();
+    let mut store = SqliteVectors::open(db, VectorDtype::F16).unwrap();
+    let opts = Options {
+        roots: vec![photos.to_path_buf()],
+        exclude_dirs: Vec::new(),
+        prune: true,
+        batch_size: 8,
+        max_pixels: 100_000_000,
+        max_file_bytes: 1 << 30,
+        retry_errors: false,
+    };
+    indexer::run(clip, &info, &mut index, &mut store, &opts, &mut |_, _| {}).unwrap()
 }
 
 /// A server running on its own thread and runtime until dropped.

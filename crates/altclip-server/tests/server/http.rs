@@ -800,3 +800,49 @@ async fn search_filters_choose_the_candidates_and_results_carry_metadata() {
         assert!(body.to_string().contains(field), "{field}: {body}");
     }
 }
+
+/// A running server sees what an indexer (`altclip index --watch`) commits
+/// beside it: renamed, added and deleted files, without a restart.
+#[tokio::test]
+async fn the_served_index_follows_an_indexer_without_a_restart() {
+    let dir = std::env::temp_dir().join(format!("altclip-server-live-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let photos = dir.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for name in ["photo.png", "wide.png"] {
+        std::fs::copy(image(name), photos.join(name)).unwrap();
+    }
+    let db = dir.join("index.db");
+    index_folder(&photos, &db);
+    let s = TestServer::start({
+        let db = db.clone();
+        move |a| a.db = Some(db)
+    });
+    let listed = || async {
+        let (status, body) =
+            post(&s.url("/search"), &json!({"query": "一只猫", "top_k": 10})).await;
+        assert_eq!(status, 200, "{body}");
+        let mut paths: Vec<String> = body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| {
+                r["paths"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p.as_str().unwrap().rsplit('/').next().unwrap().to_string())
+            })
+            .collect();
+        paths.sort();
+        paths
+    };
+    assert_eq!(listed().await, ["photo.png", "wide.png"]);
+    std::fs::rename(photos.join("wide.png"), photos.join("renamed.png")).unwrap();
+    std::fs::copy(image("tall.png"), photos.join("tall.png")).unwrap();
+    std::fs::remove_file(photos.join("photo.png")).unwrap();
+    index_folder(&photos, &db);
+    assert_eq!(listed().await, ["renamed.png", "tall.png"]);
+    drop(s);
+    std::fs::remove_dir_all(dir).unwrap();
+}
