@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use altclip_index::indexer::{self, Options};
+use altclip_index::video::Sampling;
 use altclip_index::{
     dedup, filter, query, GraphUse, Index, ModelInfo, SqliteVectors, VectorDtype, VectorStore,
     ANN_THRESHOLD,
@@ -158,6 +159,15 @@ pub struct IndexArgs {
     /// Print the run's report (or the --errors list) as JSON.
     #[arg(long)]
     json: bool,
+    /// Leave videos out (by default they are indexed with ffmpeg, when it is installed).
+    #[arg(long)]
+    no_videos: bool,
+    /// Seconds between the video frames that are embedded, each found later as `video @ time`.
+    #[arg(long, default_value_t = 2.0, value_name = "SECS", value_parser = positive_seconds)]
+    video_interval: f64,
+    /// At most this many frames per video; longer videos get them spread over their length.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    video_max_frames: u64,
     /// After indexing, keep watching PATHs and index what is added, changed, moved or deleted
     /// (deleted files are forgotten, as with --prune), one report per batch, until interrupted.
     #[arg(long)]
@@ -231,6 +241,10 @@ pub fn index(args: IndexArgs) -> Result<ExitCode> {
         max_pixels: args.target.images.max_pixels,
         max_file_bytes: args.max_file_size,
         retry_errors: args.retry_errors,
+        video: (!args.no_videos).then_some(Sampling {
+            interval: args.video_interval,
+            max_frames: args.video_max_frames as usize,
+        }),
     };
     // Watching starts first, so that nothing changed during the first run is missed.
     let watcher = if args.watch {
@@ -293,6 +307,15 @@ pub fn index(args: IndexArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn positive_seconds(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?}: expected a positive number of seconds, e.g. 2"
+        )),
+    }
+}
+
 fn absolute(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
@@ -320,10 +343,15 @@ fn print_errors(db_path: &Path, json: bool) -> Result<ExitCode> {
 /// The human summary of an indexing run, with the next command to run.
 fn print_report(db_path: &Path, report: &indexer::Report) -> Result<()> {
     println!(
-        "{}: {} images found, {} embedded, {} reused (renamed {}), {} unchanged, {} failed, {} removed, {} missing",
+        "{}: {} files found, {} embedded{}, {} reused (renamed {}), {} unchanged, {} failed, {} removed, {} missing",
         db_path.display(),
         report.found,
         report.embedded,
+        if report.frames > 0 {
+            format!(" ({} video frames)", report.frames)
+        } else {
+            String::new()
+        },
         report.reused,
         report.renamed,
         report.unchanged,
@@ -540,11 +568,16 @@ pub fn search(args: SearchArgs) -> Result<ExitCode> {
             print_json_line(&mut out, &hit)?;
         } else if args.files_only {
             writeln!(out, "{}", hit.path)?;
-        } else if by_date {
-            let taken = hit.media.as_ref().map_or("-", |m| m.taken.as_str());
-            writeln!(out, "{:.4}\t{taken}\t{}", hit.score, hit.path)?;
         } else {
-            writeln!(out, "{:.4}\t{}", hit.score, hit.path)?;
+            let at = hit.at.map_or(String::new(), |s| {
+                format!(" @ {}", altclip_index::video::clock((s * 1000.0) as u64))
+            });
+            if by_date {
+                let taken = hit.media.as_ref().map_or("-", |m| m.taken.as_str());
+                writeln!(out, "{:.4}\t{taken}\t{}{at}", hit.score, hit.path)?;
+            } else {
+                writeln!(out, "{:.4}\t{}{at}", hit.score, hit.path)?;
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

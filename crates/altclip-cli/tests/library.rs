@@ -868,3 +868,152 @@ fn a_watch_killed_mid_batch_is_completed_by_the_next_run() {
     drop(w);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Whether ffmpeg can be run; without it a video test prints why and skips,
+/// unless ALTCLIP_REQUIRE_TOOLS=1 (CI installs it).
+fn ffmpeg_or_skip(test: &str) -> bool {
+    let found = ["ffmpeg", "ffprobe"].iter().all(|t| {
+        Command::new(t)
+            .arg("-version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if !found {
+        assert!(
+            std::env::var("ALTCLIP_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "{test}: ffmpeg is not on PATH, and ALTCLIP_REQUIRE_TOOLS=1 makes it mandatory"
+        );
+        eprintln!("skipped: {test}: ffmpeg is not on PATH (Debian: apt-get install -y ffmpeg)");
+    }
+    found
+}
+
+fn solid(path: &Path, rgb: [u8; 3]) {
+    image::RgbImage::from_pixel(64, 48, image::Rgb(rgb))
+        .save(path)
+        .unwrap();
+}
+
+/// A video whose frames from 3 s to 6 s are red is found at 3–5 s by a red
+/// image (frames every second), and its metadata is recorded.
+#[test]
+fn a_video_is_found_at_the_time_of_its_matching_frames() {
+    if !ffmpeg_or_skip("a_video_is_found_at_the_time_of_its_matching_frames") {
+        return;
+    }
+    let dir = temp_dir("lib-video");
+    let clip = dir.join("lib/clip.mp4");
+    std::fs::create_dir_all(clip.parent().unwrap()).unwrap();
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "color=c=gray:s=64x48:d=3:r=10"])
+        .args(["-f", "lavfi", "-i", "color=c=red:s=64x48:d=3:r=10"])
+        .args(["-f", "lavfi", "-i", "color=c=blue:s=64x48:d=3:r=10"])
+        .args([
+            "-filter_complex",
+            "[0][1][2]concat=n=3:v=1:a=0",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .arg(&clip)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    write_image(&dir.join("lib/photo.png"), 3, 64, 48);
+    let report = index(&dir, &["--video-interval", "1"]);
+    assert_eq!(
+        (report["embedded"].as_u64(), report["frames"].as_u64()),
+        (Some(2), Some(9)),
+        "{report}"
+    );
+    // Hidden: not indexed itself.
+    let red = dir.join(".query/red.png");
+    std::fs::create_dir_all(red.parent().unwrap()).unwrap();
+    solid(&red, [255, 0, 0]);
+    let hits = search_json(&dir, &[red.to_str().unwrap()]);
+    assert_eq!(hits.len(), 2, "one row per file, not per frame: {hits:?}");
+    assert_eq!(hits[0]["path"], canonical(&clip));
+    let at = hits[0]["at"].as_f64().unwrap();
+    assert!((3.0..=5.0).contains(&at), "{at}");
+    assert_eq!(
+        (hits[0]["kind"].as_str(), hits[0]["duration"].as_f64()),
+        (Some("video"), Some(9.0))
+    );
+    let db = dir.join("index.db");
+    let text = altclip(&[
+        "search",
+        "--db",
+        db.to_str().unwrap(),
+        red.to_str().unwrap(),
+        "-n",
+        "1",
+    ]);
+    let line = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(line.contains("clip.mp4 @ 00:00:0"), "{line}");
+    // --kind chooses; a renamed video is not embedded again; a deleted one
+    // takes its frames with it.
+    assert_eq!(
+        search_json(&dir, &[red.to_str().unwrap(), "--kind", "photo"]).len(),
+        1
+    );
+    std::fs::rename(&clip, dir.join("lib/moved.mp4")).unwrap();
+    let r = index(&dir, &["--prune", "--video-interval", "1"]);
+    assert_eq!(
+        (r["embedded"].as_u64(), r["renamed"].as_u64()),
+        (Some(0), Some(1)),
+        "{r}"
+    );
+    std::fs::remove_file(dir.join("lib/moved.mp4")).unwrap();
+    index(&dir, &["--prune"]);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let left: i64 = conn
+        .query_row("SELECT COUNT(*) FROM vectors", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 1, "the photo's vector only");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Without ffmpeg, a video is recorded as skipped with the reason and
+/// everything else is indexed.
+#[test]
+fn without_ffmpeg_videos_are_skipped_with_the_reason() {
+    let dir = temp_dir("lib-noffmpeg");
+    std::fs::create_dir_all(dir.join("lib")).unwrap();
+    std::fs::write(dir.join("lib/clip.mp4"), b"not really a video").unwrap();
+    write_image(&dir.join("lib/photo.png"), 4, 30, 20);
+    let db = dir.join("index.db");
+    let m = model();
+    let empty = dir.join("empty-path");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_altclip"))
+        .args([
+            "index",
+            dir.join("lib").to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+            "--model",
+            &m,
+            "--json",
+        ])
+        .env("PATH", &empty)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["embedded"].as_u64(), report["failed"].as_u64()),
+        (Some(1), Some(1)),
+        "{report}"
+    );
+    let errors = altclip(&["index", "--errors", "--db", db.to_str().unwrap(), "--json"]);
+    let text = String::from_utf8_lossy(&errors.stdout);
+    assert!(
+        text.contains("clip.mp4") && text.contains("ffmpeg is not installed"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -88,9 +88,12 @@ CREATE TABLE IF NOT EXISTS media (
     lat REAL,
     lon REAL,
     width INTEGER NOT NULL,
-    height INTEGER NOT NULL
+    height INTEGER NOT NULL,
+    duration REAL
 );
 CREATE INDEX IF NOT EXISTS media_taken ON media(taken);
+CREATE TABLE IF NOT EXISTS frames (key TEXT PRIMARY KEY, hash TEXT NOT NULL, t_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS frames_hash ON frames(hash);
 ";
 
 /// The index database.
@@ -253,7 +256,7 @@ impl Index {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT kind, taken, taken_from, make, model, lat, lon, width, height \
+                "SELECT kind, taken, taken_from, make, model, lat, lon, width, height, duration \
                  FROM media WHERE path = ?1",
             )
             .map_err(|e| self.err(e))?;
@@ -271,6 +274,7 @@ impl Index {
                         lon: r.get(6)?,
                         width: r.get(7)?,
                         height: r.get(8)?,
+                        duration: r.get(9)?,
                     })
                 })
                 .optional()
@@ -280,6 +284,55 @@ impl Index {
             }
         }
         Ok(out)
+    }
+
+    /// Records a video's frames: `(vector key, frame time)` for content `hash`.
+    pub fn record_frames(&mut self, hash: &str, frames: &[(String, u64)]) -> Result<()> {
+        self.in_transaction(|tx| {
+            let mut put = tx.prepare_cached(
+                "INSERT OR REPLACE INTO frames (key, hash, t_ms) VALUES (?1, ?2, ?3)",
+            )?;
+            for (key, ms) in frames {
+                put.execute(params![key, hash, *ms as i64])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Those of `hashes` whose frames are recorded (videos already embedded).
+    pub fn hashes_with_frames(
+        &self,
+        hashes: &[String],
+    ) -> Result<std::collections::HashSet<String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT 1 FROM frames WHERE hash = ?1 LIMIT 1")
+            .map_err(|e| self.err(e))?;
+        let mut out = std::collections::HashSet::new();
+        for h in hashes {
+            if stmt.exists([h]).map_err(|e| self.err(e))? {
+                out.insert(h.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Vector key → (content hash, frame time): the frames of every video.
+    pub fn frames(&self) -> Result<HashMap<String, (String, u64)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key, hash, t_ms FROM frames")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    (r.get::<_, String>(1)?, r.get::<_, i64>(2)? as u64),
+                ))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<HashMap<_, _>>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
     }
 
     /// A number that changes whenever another connection (an indexer)
@@ -358,7 +411,7 @@ impl Index {
             let mut clear = tx.prepare_cached("DELETE FROM errors WHERE path = ?1")?;
             let mut describe = tx.prepare_cached(
                 "INSERT OR REPLACE INTO media (path, kind, taken, taken_from, make, model, lat, lon, \
-                 width, height) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 width, height, duration) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
             for f in files {
                 put.execute(params![f.path, f.size as i64, f.mtime_ns, f.hash])?;
@@ -374,7 +427,8 @@ impl Index {
                         m.lat,
                         m.lon,
                         m.width,
-                        m.height
+                        m.height,
+                        m.duration
                     ])?;
                 }
             }
@@ -400,6 +454,8 @@ impl Index {
             let mut del = tx.prepare_cached("DELETE FROM files WHERE path = ?1")?;
             let mut del_err = tx.prepare_cached("DELETE FROM errors WHERE path = ?1")?;
             let mut del_media = tx.prepare_cached("DELETE FROM media WHERE path = ?1")?;
+            let mut frames_of = tx.prepare_cached("SELECT key FROM frames WHERE hash = ?1")?;
+            let mut del_frames = tx.prepare_cached("DELETE FROM frames WHERE hash = ?1")?;
             let mut still_used = tx.prepare_cached("SELECT COUNT(*) FROM files WHERE hash = ?1")?;
             let mut orphans = Vec::new();
             for p in paths {
@@ -410,6 +466,12 @@ impl Index {
                 if let Some(hash) = hash {
                     let n: i64 = still_used.query_row([&hash], |r| r.get(0))?;
                     if n == 0 {
+                        // A video's vectors are its frames'.
+                        let keys: Vec<String> = frames_of
+                            .query_map([&hash], |r| r.get(0))?
+                            .collect::<rusqlite::Result<_>>()?;
+                        del_frames.execute([&hash])?;
+                        orphans.extend(keys);
                         orphans.push(hash);
                     }
                 }

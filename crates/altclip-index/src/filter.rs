@@ -54,6 +54,9 @@ pub struct Hit {
     #[serde(skip)]
     pub hash: String,
     pub score: f32,
+    /// For a video, the time (seconds) of its best-matching frame.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at: Option<f64>,
     /// Make and model as people name them (see [`Media::camera`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub camera: Option<String>,
@@ -217,46 +220,47 @@ pub fn search(
     query: &[f32],
     search: &Search,
 ) -> Result<Vec<Hit>> {
-    let paths = if search.filter.is_empty() {
+    let mut paths = if search.filter.is_empty() {
         index.paths_by_hash()?
     } else {
         matching(index, &search.filter)?
     };
+    // A video's vectors are its frames': each frame leads to the video's files.
+    let frames = index.frames()?;
+    for (key, (hash, _)) in &frames {
+        if let Some(p) = paths.get(hash).cloned() {
+            paths.insert(key.clone(), p);
+        }
+    }
     if paths.is_empty() || search.top == 0 {
         return Ok(Vec::new());
     }
     let keys: HashSet<String> = paths.keys().cloned().collect();
     let above = |s: f32| search.min_score.is_none_or(|m| s >= m);
-    let mut hashes = match (search.sort, search.min_score) {
-        // Everything above the cutoff competes for the newest places.
-        (Sort::Date, Some(_)) => {
-            let mut k = search.top;
-            loop {
-                let found = store.search_among(query, k, &keys)?;
-                let exhausted = found.len() < k;
-                if exhausted || found.last().is_some_and(|(_, s)| !above(*s)) {
-                    break found;
-                }
-                k = k.saturating_mul(4);
-            }
+    // Widen until `top` distinct files are found (a video's frames count
+    // once), or, for newest-first with a cutoff, until the cutoff is passed.
+    let mut k = search.top;
+    let found = loop {
+        let hits = store.search_among(query, k, &keys)?;
+        let exhausted = hits.len() < k;
+        let past_cutoff = hits.last().is_some_and(|(_, s)| !above(*s));
+        let found = best_per_file(&hits, &paths, &frames, &above);
+        let enough = match (search.sort, search.min_score) {
+            (Sort::Date, Some(_)) => past_cutoff,
+            _ => found.len() >= search.top || past_cutoff,
+        };
+        if exhausted || enough {
+            break found;
         }
-        _ => store.search_among(query, search.top, &keys)?,
+        k = k.saturating_mul(4);
     };
-    hashes.retain(|(_, s)| above(*s));
-    let found: Vec<(String, String, f32)> = hashes
-        .into_iter()
-        .flat_map(|(hash, score)| {
-            paths[&hash]
-                .iter()
-                .map(move |p| (p.clone(), hash.clone(), score))
-        })
-        .collect();
-    let media = index.media_of(&found.iter().map(|(p, _, _)| p.clone()).collect::<Vec<_>>())?;
+    let media = index.media_of(&found.iter().map(|f| f.0.clone()).collect::<Vec<_>>())?;
     let mut hits: Vec<Hit> = found
         .into_iter()
-        .map(|(path, hash, score)| Hit {
+        .map(|(path, hash, score, at_ms)| Hit {
             camera: media.get(&path).and_then(Media::camera),
             media: media.get(&path).cloned(),
+            at: at_ms.map(|ms| ms as f64 / 1000.0),
             path,
             hash,
             score,
@@ -271,4 +275,28 @@ pub fn search(
     }
     hits.truncate(search.top);
     Ok(hits)
+}
+
+/// Per file, its best-scoring key at or above the cutoff, in score order:
+/// `(path, content hash, score, frame time for a video)`.
+fn best_per_file(
+    hits: &[(String, f32)],
+    paths: &HashMap<String, Vec<String>>,
+    frames: &HashMap<String, (String, u64)>,
+    above: &impl Fn(f32) -> bool,
+) -> Vec<(String, String, f32, Option<u64>)> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (key, score) in hits.iter().filter(|(_, s)| above(*s)) {
+        let (hash, at) = match frames.get(key) {
+            Some((hash, ms)) => (hash.clone(), Some(*ms)),
+            None => (key.clone(), None),
+        };
+        for p in &paths[key] {
+            if seen.insert(p.clone()) {
+                out.push((p.clone(), hash.clone(), *score, at));
+            }
+        }
+    }
+    out
 }

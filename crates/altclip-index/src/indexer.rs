@@ -16,7 +16,8 @@ use crate::error::Result;
 use crate::media::{self, Media};
 use crate::pipeline::pipelined;
 use crate::store::VectorStore;
-use crate::walk::find_images;
+use crate::video::{self, Sampling};
+use crate::walk::find_media;
 
 /// What to index and how.
 #[derive(Debug, Clone)]
@@ -32,6 +33,8 @@ pub struct Options {
     pub max_file_bytes: u64,
     /// Try again files that failed before and have not changed since.
     pub retry_errors: bool,
+    /// Videos' frames to embed; `None` leaves videos out of the walk.
+    pub video: Option<Sampling>,
 }
 
 /// What a run did.
@@ -41,8 +44,10 @@ pub struct Report {
     pub found: usize,
     /// Files whose path, size and modification time were already indexed.
     pub unchanged: usize,
-    /// Images that went through the model in this run.
+    /// Images and videos that went through the model in this run.
     pub embedded: usize,
+    /// Of those, the video frames embedded.
+    pub frames: usize,
     /// New or changed files whose content was already indexed (renames,
     /// copies, touched files): recorded without running the model.
     pub reused: usize,
@@ -123,9 +128,15 @@ struct Loaded {
     took: Duration,
 }
 
-fn load(stat: Stat, clip: &AltClip, max_pixels: u64, max_file_bytes: u64) -> Loaded {
+fn load(
+    stat: Stat,
+    clip: &AltClip,
+    max_pixels: u64,
+    max_file_bytes: u64,
+    video: Option<Sampling>,
+) -> Loaded {
     let start = Instant::now();
-    let outcome = read_and_decode(&stat, clip, max_pixels, max_file_bytes);
+    let outcome = read_and_decode(&stat, clip, max_pixels, max_file_bytes, video);
     Loaded {
         stat,
         outcome,
@@ -133,10 +144,13 @@ fn load(stat: Stat, clip: &AltClip, max_pixels: u64, max_file_bytes: u64) -> Loa
     }
 }
 
+/// An image (no time), or a video's frames with their times in ms.
+type Frames = Vec<(Option<u64>, RgbImage)>;
+
 /// What the worker stage makes of one file.
 struct Decoded {
     hash: String,
-    image: RgbImage,
+    frames: Frames,
     media: Media,
 }
 
@@ -146,7 +160,12 @@ fn read_and_decode(
     clip: &AltClip,
     max_pixels: u64,
     max_file_bytes: u64,
+    video: Option<Sampling>,
 ) -> std::result::Result<Decoded, String> {
+    // Videos are streamed, so the file-size limit is the images'.
+    if let Some(sampling) = video.filter(|_| video::is_video_name(Path::new(&stat.path))) {
+        return read_video(stat, clip, max_pixels, &sampling);
+    }
     if stat.size > max_file_bytes {
         return Err(format!(
             "file is {} bytes, over the limit of {max_file_bytes}",
@@ -162,7 +181,69 @@ fn read_and_decode(
     let hash = content_hash(&bytes);
     let image = (clip.decode_image(&bytes, &stat.path, max_pixels)).map_err(|e| e.to_string())?;
     let media = media::read(&bytes, stat.mtime_ns, image.dimensions());
-    Ok(Decoded { hash, image, media })
+    Ok(Decoded {
+        hash,
+        frames: vec![(None, image)],
+        media,
+    })
+}
+
+/// A video's content hash (streamed: videos are not held in memory), its
+/// frames and its metadata, through ffmpeg.
+fn read_video(
+    stat: &Stat,
+    clip: &AltClip,
+    max_pixels: u64,
+    sampling: &Sampling,
+) -> std::result::Result<Decoded, String> {
+    use sha2::{Digest, Sha256};
+    video::tools()?;
+    let path = Path::new(&stat.path);
+    let mut file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|e| format!("cannot read: {e}"))?;
+    let hash: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let probe = video::probe(path)?;
+    let mut frames = Vec::new();
+    let mut failure = None;
+    for ms in video::timestamps(probe.duration, sampling) {
+        let name = format!("{} @ {}", stat.path, video::clock(ms));
+        match video::frame_png(path, ms).and_then(|png| {
+            clip.decode_image(&png, &name, max_pixels)
+                .map_err(|e| e.to_string())
+        }) {
+            Ok(img) => frames.push((Some(ms), img)),
+            Err(e) => failure = Some(e),
+        }
+    }
+    if frames.is_empty() {
+        return Err(failure.unwrap_or_else(|| "no frames".into()));
+    }
+    let (taken, taken_from) = match probe.created {
+        Some(t) => (t, "video"),
+        None => (media::file_time(stat.mtime_ns), "file"),
+    };
+    let media = Media {
+        kind: "video".into(),
+        taken,
+        taken_from: taken_from.into(),
+        make: None,
+        model: None,
+        lat: None,
+        lon: None,
+        width: probe.width,
+        height: probe.height,
+        duration: Some(probe.duration),
+    };
+    Ok(Decoded {
+        hash,
+        frames,
+        media,
+    })
 }
 
 /// Indexes `opts.roots` into `index` and `store` with `clip`.
@@ -197,7 +278,7 @@ pub fn run(
     pipelined(
         scan.todo,
         opts.batch_size.max(1),
-        |s| load(s, clip, max_pixels, max_bytes),
+        |s| load(s, clip, max_pixels, max_bytes, opts.video),
         |loaded: Vec<Loaded>| -> Result<()> {
             waited += ready.elapsed();
             done += loaded.len();
@@ -246,7 +327,7 @@ fn scan(index: &Index, roots: &[PathBuf], opts: &Options, report: &mut Report) -
     let mut todo = Vec::new();
     let mut failures = Vec::new();
     let mut seen = HashSet::new();
-    for found in find_images(roots, &opts.exclude_dirs) {
+    for found in find_media(roots, &opts.exclude_dirs, opts.video.is_some()) {
         report.found += 1;
         let path_str = found.path.display().to_string();
         seen.insert(path_str.clone());
@@ -328,7 +409,7 @@ impl BatchWriter<'_> {
     fn write(&mut self, loaded: Vec<Loaded>) -> Result<()> {
         let mut rows = Vec::new();
         let mut errors = Vec::new();
-        let mut to_embed: Vec<(FileRow, RgbImage)> = Vec::new();
+        let mut to_embed: Vec<(FileRow, Frames)> = Vec::new();
         let known = self.known_hashes(&loaded)?;
         let decoding: Duration = loaded.iter().map(|l| l.took).sum();
         self.report.time.decode_ms += millis(decoding);
@@ -342,7 +423,11 @@ impl BatchWriter<'_> {
                     mtime_ns: stat.mtime_ns,
                     reason,
                 }),
-                Ok(Decoded { hash, image, media }) => {
+                Ok(Decoded {
+                    hash,
+                    frames,
+                    media,
+                }) => {
                     let row = FileRow {
                         path: stat.path,
                         size: stat.size,
@@ -360,7 +445,7 @@ impl BatchWriter<'_> {
                         self.report.renamed += self.gone_hashes.contains(&row.hash) as usize;
                         rows.push(row);
                     } else {
-                        to_embed.push((row, image));
+                        to_embed.push((row, frames));
                     }
                 }
             }
@@ -384,6 +469,7 @@ impl BatchWriter<'_> {
             .filter(|(_, present)| *present)
             .map(|(h, _)| h.clone())
             .collect();
+        known.extend(self.index.hashes_with_frames(&hashes)?);
         known.extend(
             self.stored_this_run
                 .iter()
@@ -393,23 +479,44 @@ impl BatchWriter<'_> {
         Ok(known)
     }
 
-    /// Embeds and stores new images; returns their manifest rows.
-    fn embed(&mut self, to_embed: Vec<(FileRow, RgbImage)>) -> Result<Vec<FileRow>> {
-        let (embedded, images): (Vec<FileRow>, Vec<RgbImage>) = to_embed.into_iter().unzip();
+    /// Embeds and stores new images and videos' frames; returns their
+    /// manifest rows.
+    fn embed(&mut self, to_embed: Vec<(FileRow, Frames)>) -> Result<Vec<FileRow>> {
+        let (embedded, frames): (Vec<FileRow>, Vec<Frames>) = to_embed.into_iter().unzip();
+        // One vector per image, keyed by its hash; per video frame, by
+        // `HASH@MS`.
+        let mut keys = Vec::new();
+        let mut images = Vec::new();
+        for (row, frames) in embedded.iter().zip(frames) {
+            for (ms, img) in frames {
+                keys.push(match ms {
+                    Some(ms) => (format!("{}@{ms}", row.hash), Some((row.hash.clone(), ms))),
+                    None => (row.hash.clone(), None),
+                });
+                images.push(img);
+            }
+        }
         let start = Instant::now();
         let vectors = self.clip.embed_images(&images)?;
         self.report.time.model_ms += millis(start.elapsed());
-        let entries: Vec<(String, Vec<f32>)> = embedded
-            .iter()
-            .map(|r| r.hash.clone())
-            .zip(vectors)
-            .collect();
+        let entries: Vec<(String, Vec<f32>)> =
+            keys.iter().map(|(k, _)| k.clone()).zip(vectors).collect();
         // Vectors first: a crash before the manifest commit only leaves
         // vectors that the next run finds and reuses.
         self.store.upsert(&entries)?;
+        let mut by_video: HashMap<String, Vec<(String, u64)>> = HashMap::new();
+        for (key, frame) in keys {
+            if let Some((hash, ms)) = frame {
+                by_video.entry(hash).or_default().push((key, ms));
+            }
+        }
+        for (hash, frames) in &by_video {
+            self.report.frames += frames.len();
+            self.index.record_frames(hash, frames)?;
+        }
         self.report.embedded += embedded.len();
         self.stored_this_run
-            .extend(entries.into_iter().map(|(h, _)| h));
+            .extend(embedded.iter().map(|r| r.hash.clone()));
         Ok(embedded)
     }
 }

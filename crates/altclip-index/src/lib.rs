@@ -19,6 +19,7 @@ pub mod media;
 pub mod pipeline;
 pub mod query;
 pub mod store;
+pub mod video;
 pub mod walk;
 pub mod watch;
 

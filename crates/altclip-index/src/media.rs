@@ -25,6 +25,9 @@ pub struct Media {
     /// Pixels, as displayed (after EXIF orientation).
     pub width: u32,
     pub height: u32,
+    /// Seconds, for a video.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<f64>,
 }
 
 impl Media {
@@ -92,6 +95,7 @@ pub fn read(bytes: &[u8], mtime_ns: i64, (width, height): (u32, u32)) -> Media {
         lon: lat.and(lon),
         width,
         height,
+        duration: None,
     }
 }
 
@@ -136,7 +140,7 @@ fn exif_date(s: &str) -> Option<String> {
 }
 
 /// A modification time (ns since the epoch) as an ISO 8601 UTC time.
-fn file_time(mtime_ns: i64) -> String {
+pub fn file_time(mtime_ns: i64) -> String {
     let secs = mtime_ns.div_euclid(1_000_000_000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);

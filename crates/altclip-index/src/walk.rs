@@ -43,6 +43,11 @@ pub struct Found {
 /// Walks `roots` recursively, skipping hidden entries and directories whose
 /// name matches one of `exclude_dirs`; returns image-named entries, sorted.
 pub fn find_images(roots: &[PathBuf], exclude_dirs: &[String]) -> Vec<Found> {
+    find_media(roots, exclude_dirs, false)
+}
+
+/// [`find_images`], and video-named entries too when `videos` is set.
+pub fn find_media(roots: &[PathBuf], exclude_dirs: &[String], videos: bool) -> Vec<Found> {
     let mut out = Vec::new();
     for root in roots {
         let walker = walkdir::WalkDir::new(root)
@@ -59,7 +64,8 @@ pub fn find_images(roots: &[PathBuf], exclude_dirs: &[String]) -> Vec<Found> {
             if entry.depth() == 0 && entry.file_type().is_dir() {
                 continue;
             }
-            if is_image_name(entry.path()) {
+            if is_image_name(entry.path()) || (videos && crate::video::is_video_name(entry.path()))
+            {
                 out.push(Found {
                     path: entry.path().to_path_buf(),
                     is_file: entry.file_type().is_file(),
