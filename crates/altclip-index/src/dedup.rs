@@ -11,6 +11,12 @@ pub fn groups(
     paths_by_hash: &HashMap<String, Vec<String>>,
     threshold: f32,
 ) -> Vec<Vec<String>> {
+    // Only vectors of indexed files: a video's frames (and rows of another
+    // writer) must not bridge two photos into one group.
+    let vectors: Vec<&(String, Vec<f32>)> = vectors
+        .iter()
+        .filter(|(h, _)| paths_by_hash.contains_key(h))
+        .collect();
     let n = vectors.len();
     let mut parent: Vec<usize> = (0..n).collect();
     fn root(parent: &mut [usize], mut i: usize) -> usize {

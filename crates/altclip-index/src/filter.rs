@@ -220,31 +220,77 @@ pub fn search(
     query: &[f32],
     search: &Search,
 ) -> Result<Vec<Hit>> {
-    let mut paths = if search.filter.is_empty() {
-        index.paths_by_hash()?
-    } else {
-        matching(index, &search.filter)?
-    };
-    // A video's vectors are its frames': each frame leads to the video's files.
-    let frames = index.frames()?;
-    for (key, (hash, _)) in &frames {
-        if let Some(p) = paths.get(hash).cloned() {
-            paths.insert(key.clone(), p);
-        }
+    search_in(store, index, &Catalog::read(index)?, query, search)
+}
+
+/// What the manifest maps vector keys to, for a reader to keep between
+/// searches (re-read when [`Index::data_version`] changes).
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    /// Content hash → its files, sorted.
+    pub paths: HashMap<String, Vec<String>>,
+    /// A video frame's vector key → (the video's content hash, time in ms).
+    pub frames: HashMap<String, (String, u64)>,
+}
+
+impl Catalog {
+    pub fn read(index: &Index) -> Result<Self> {
+        Ok(Self {
+            paths: index.paths_by_hash()?,
+            frames: index.frames()?,
+        })
     }
-    if paths.is_empty() || search.top == 0 {
+
+    /// Indexed files.
+    pub fn files(&self) -> usize {
+        self.paths.values().map(Vec::len).sum()
+    }
+}
+
+/// [`search`] with a catalog the caller keeps.
+pub fn search_in(
+    store: &dyn VectorStore,
+    index: &Index,
+    catalog: &Catalog,
+    query: &[f32],
+    search: &Search,
+) -> Result<Vec<Hit>> {
+    let filtered;
+    let by_hash = if search.filter.is_empty() {
+        &catalog.paths
+    } else {
+        filtered = matching(index, &search.filter)?;
+        &filtered
+    };
+    if by_hash.is_empty() || search.top == 0 {
         return Ok(Vec::new());
     }
-    let keys: HashSet<String> = paths.keys().cloned().collect();
+    // A video's vectors are its frames': each frame leads to the video's files.
+    let fetch = |k: usize| -> Result<Vec<(String, f32)>> {
+        if search.filter.is_empty() {
+            // Everything indexed qualifies: no candidate set to build.
+            let known = |key: &str| by_hash.contains_key(key) || catalog.frames.contains_key(key);
+            return crate::store::search_known(store, query, k, known);
+        }
+        let mut keys: HashSet<String> = by_hash.keys().cloned().collect();
+        keys.extend(
+            catalog
+                .frames
+                .iter()
+                .filter(|(_, (hash, _))| by_hash.contains_key(hash))
+                .map(|(key, _)| key.clone()),
+        );
+        store.search_among(query, k, &keys)
+    };
     let above = |s: f32| search.min_score.is_none_or(|m| s >= m);
     // Widen until `top` distinct files are found (a video's frames count
     // once), or, for newest-first with a cutoff, until the cutoff is passed.
     let mut k = search.top;
     let found = loop {
-        let hits = store.search_among(query, k, &keys)?;
+        let hits = fetch(k)?;
         let exhausted = hits.len() < k;
         let past_cutoff = hits.last().is_some_and(|(_, s)| !above(*s));
-        let found = best_per_file(&hits, &paths, &frames, &above);
+        let found = best_per_file(&hits, by_hash, &catalog.frames, &above);
         let enough = match (search.sort, search.min_score) {
             (Sort::Date, Some(_)) => past_cutoff,
             _ => found.len() >= search.top || past_cutoff,
@@ -281,7 +327,7 @@ pub fn search(
 /// `(path, content hash, score, frame time for a video)`.
 fn best_per_file(
     hits: &[(String, f32)],
-    paths: &HashMap<String, Vec<String>>,
+    by_hash: &HashMap<String, Vec<String>>,
     frames: &HashMap<String, (String, u64)>,
     above: &impl Fn(f32) -> bool,
 ) -> Vec<(String, String, f32, Option<u64>)> {
@@ -292,7 +338,7 @@ fn best_per_file(
             Some((hash, ms)) => (hash.clone(), Some(*ms)),
             None => (key.clone(), None),
         };
-        for p in &paths[key] {
+        for p in by_hash.get(&hash).into_iter().flatten() {
             if seen.insert(p.clone()) {
                 out.push((p.clone(), hash.clone(), *score, at));
             }

@@ -5,12 +5,10 @@
 //! client with its own runtime), so one thread owns them and runs the jobs
 //! that handlers send it.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
-use altclip_index::filter::{self, Search};
+use altclip_index::filter::{self, Catalog, Search};
 use altclip_index::{Index, Media, SqliteVectors, VectorDtype, VectorStore};
 use tokio::sync::oneshot;
 
@@ -52,6 +50,8 @@ pub struct Hit {
     pub paths: Vec<String>,
     /// The first path's metadata, when it was recorded.
     pub media: Option<Media>,
+    /// For a video, the time (seconds) of its best-matching frame.
+    pub at: Option<f64>,
 }
 
 /// Per-file hits as per-content results, in order.
@@ -66,6 +66,7 @@ fn group(hits: Vec<filter::Hit>) -> Vec<Hit> {
                 path: h.path.clone(),
                 paths: vec![h.path],
                 media: h.media,
+                at: h.at,
             }),
         }
     }
@@ -75,43 +76,21 @@ fn group(hits: Vec<filter::Hit>) -> Vec<Hit> {
 struct State {
     index: Index,
     store: Box<dyn VectorStore>,
-    /// Content hash → paths, re-read when an indexer has committed since
-    /// (`altclip index --watch` beside the server) or a search finds an
-    /// unknown hash.
-    paths: HashMap<String, Vec<String>>,
-    refreshed: Instant,
-    /// The manifest's `data_version` when `paths` was read.
+    /// Content hash → paths and the videos' frames, re-read when an indexer
+    /// has committed since (`altclip index --watch` beside the server).
+    catalog: Catalog,
+    /// The manifest's `data_version` when `catalog` was read.
     version: i64,
 }
 
-/// Unknown ids re-read the manifest at most this often.
-const REFRESH_EVERY: Duration = Duration::from_secs(1);
-
 impl State {
-    /// Re-reads content hash → paths, unless that was done a moment ago.
-    /// Re-reads content hash → paths if an indexer committed since.
+    /// Re-reads the catalog if an indexer committed since.
     fn sync(&mut self) -> Result<(), ApiError> {
-        let version = self
-            .index
-            .data_version()
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let internal = |e: altclip_index::Error| ApiError::Internal(e.to_string());
+        let version = self.index.data_version().map_err(internal)?;
         if version != self.version {
-            self.paths = self
-                .index
-                .paths_by_hash()
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            self.catalog = Catalog::read(&self.index).map_err(internal)?;
             self.version = version;
-        }
-        Ok(())
-    }
-
-    fn refresh(&mut self) -> Result<(), ApiError> {
-        if self.refreshed.elapsed() >= REFRESH_EVERY {
-            self.paths = self
-                .index
-                .paths_by_hash()
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-            self.refreshed = Instant::now();
         }
         Ok(())
     }
@@ -144,19 +123,18 @@ impl Library {
                 let opened = (|| {
                     let index = Index::open(&path).map_err(|e| e.to_string())?;
                     let store = opener(&index, dim)?;
-                    let index_version = index.data_version().map_err(|e| e.to_string())?;
-                    let paths = index.paths_by_hash().map_err(|e| e.to_string())?;
+                    let version = index.data_version().map_err(|e| e.to_string())?;
+                    let catalog = Catalog::read(&index).map_err(|e| e.to_string())?;
                     Ok(State {
                         index,
                         store,
-                        paths,
-                        refreshed: Instant::now(),
-                        version: index_version,
+                        catalog,
+                        version,
                     })
                 })();
                 let mut state = match opened {
                     Ok(s) => {
-                        let _ = ready_tx.send(Ok(s.paths.values().map(Vec::len).sum()));
+                        let _ = ready_tx.send(Ok(s.catalog.files()));
                         s
                     }
                     Err(e) => {
@@ -210,42 +188,10 @@ impl Library {
     pub async fn search(&self, query: Vec<f32>, search: Search) -> Result<Vec<Hit>, ApiError> {
         self.call(move |s| {
             let internal = |e: altclip_index::Error| ApiError::Internal(e.to_string());
-            let k = search.top;
-            if search != Search::top(k) {
-                // Filtered: the manifest picks the candidates, per file.
-                let hits =
-                    filter::search(&*s.store, &s.index, &query, &search).map_err(internal)?;
-                return Ok(group(hits));
-            }
             s.sync()?;
-            let mut found = s.store.search(&query, k).map_err(internal)?;
-            if found.iter().any(|(h, _)| !s.paths.contains_key(h)) {
-                // New files since the last look, or rows of another writer.
-                s.refresh()?;
-                let paths = &s.paths;
-                found =
-                    altclip_index::search_known(&*s.store, &query, k, |h| paths.contains_key(h))
-                        .map_err(internal)?;
-            }
-            let firsts: Vec<String> = found
-                .iter()
-                .filter_map(|(id, _)| s.paths.get(id)?.first().cloned())
-                .collect();
-            let media = s.index.media_of(&firsts).map_err(internal)?;
-            Ok(found
-                .into_iter()
-                .filter_map(|(id, score)| {
-                    let paths = s.paths.get(&id)?.clone();
-                    let path = paths.first()?.clone();
-                    Some(Hit {
-                        media: media.get(&path).cloned(),
-                        path,
-                        id,
-                        score,
-                        paths,
-                    })
-                })
-                .collect())
+            let hits = filter::search_in(&*s.store, &s.index, &s.catalog, &query, &search)
+                .map_err(internal)?;
+            Ok(group(hits))
         })
         .await?
     }
@@ -254,10 +200,8 @@ impl Library {
     pub async fn path_of(&self, id: String) -> Result<Option<PathBuf>, ApiError> {
         self.call(move |s| {
             s.sync()?;
-            if !s.paths.contains_key(&id) {
-                s.refresh()?;
-            }
-            Ok(s.paths
+            Ok(s.catalog
+                .paths
                 .get(&id)
                 .and_then(|p| p.iter().find(|p| Path::new(p).is_file()))
                 .map(PathBuf::from))
@@ -272,7 +216,13 @@ pub const THUMB_SIZE: u32 = 256;
 /// A JPEG thumbnail of the image file at `path`.
 pub fn thumbnail(path: &Path, max_pixels: u64) -> Result<Vec<u8>, String> {
     let limit = altclip::preprocess::max_file_bytes(max_pixels);
-    let bytes = altclip::preprocess::read_image_file(path, limit).map_err(|e| e.to_string())?;
+    let bytes = if altclip_index::video::is_video_name(path) {
+        // A video's first frame.
+        altclip_index::video::tools()?;
+        altclip_index::video::frame_png(path, 0)?
+    } else {
+        altclip::preprocess::read_image_file(path, limit).map_err(|e| e.to_string())?
+    };
     let img = altclip::preprocess::decode_rgb(&bytes, &path.display().to_string(), max_pixels)
         .map_err(|e| e.to_string())?;
     let (w, h) = img.dimensions();

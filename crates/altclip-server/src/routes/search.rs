@@ -250,6 +250,9 @@ pub async fn search(
                 "paths": h.paths,
                 "thumbnail": format!("/thumb/{}", h.id),
             });
+            if let (Some(at), Some(obj)) = (h.at, r.as_object_mut()) {
+                obj.insert("at".into(), json!(at));
+            }
             if let (Some(m), Some(obj)) = (&h.media, r.as_object_mut()) {
                 obj.insert("camera".into(), json!(m.camera()));
                 if let Ok(Value::Object(fields)) = serde_json::to_value(m) {
