@@ -46,7 +46,8 @@ pub fn router(state: Shared) -> Router {
         .route("/info", get(ops::info))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
-        .route("/thumb/{id}", get(search::thumb));
+        .route("/thumb/{id}", get(search::thumb))
+        .route("/video/{id}", get(search::video));
     let protected = inference
         .merge(other)
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));

@@ -265,6 +265,30 @@ pub async fn search(
     Ok(Json(json!({"model": state.model_name, "results": results})))
 }
 
+/// `GET /video/{id}`: an indexed video's file, with Range requests, for the
+/// web page's player (which starts at a search hit's time).
+pub async fn video(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    request: axum::extract::Request,
+) -> Result<axum::response::Response, ApiError> {
+    use tower::ServiceExt;
+    if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(ApiError::bad("id", "not a content id from /search"));
+    }
+    let library = state.library.as_ref().ok_or_else(no_index)?;
+    let path = library
+        .path_of(id.clone())
+        .await?
+        .filter(|p| altclip_index::video::is_video_name(p))
+        .ok_or_else(|| ApiError::NotFound(format!("no indexed video has id {id}")))?;
+    let served = tower_http::services::ServeFile::new(path)
+        .oneshot(request)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(served.map(axum::body::Body::new))
+}
+
 /// `GET /thumb/{id}`: a JPEG of at most 256 px per side.
 pub async fn thumb(
     State(state): State<Shared>,

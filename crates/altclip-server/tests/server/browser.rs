@@ -163,6 +163,26 @@ async fn web_page_searches_in_chinese_and_classifies_an_uploaded_image() {
         "scores not best first: {scores:?}"
     );
 
+    // The filters reach /search: no videos are indexed, so "videos only" finds nothing.
+    c.execute(
+        "document.getElementById('kind').value = 'video'; document.getElementById('search').click(); return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    wait_until(
+        &c,
+        "return document.getElementById('status').textContent.startsWith('0 results')",
+        "the filtered search",
+    )
+    .await;
+    c.execute(
+        "document.getElementById('kind').value = ''; return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+
     // Upload an image to classify against typed labels.
     c.find(Locator::Id("mode-classify"))
         .await

@@ -111,7 +111,8 @@ pub fn index_folder(photos: &std::path::Path, db: &std::path::Path) -> indexer::
         max_pixels: 100_000_000,
         max_file_bytes: 1 << 30,
         retry_errors: false,
-        video: None,
+        // Videos too, where ffmpeg is installed.
+        video: Some(Default::default()),
     };
     indexer::run(clip, &info, &mut index, &mut store, &opts, &mut |_, _| {}).unwrap()
 }

@@ -846,3 +846,94 @@ async fn the_served_index_follows_an_indexer_without_a_restart() {
     drop(s);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// An indexed video is served for the web page's player, with Range
+/// requests (seeking), and found with the time of its best frame.
+#[tokio::test]
+async fn videos_are_found_at_a_time_and_served_with_ranges() {
+    let ffmpeg = std::process::Command::new("ffmpeg")
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ffmpeg {
+        assert!(
+            std::env::var("ALTCLIP_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "ffmpeg is not on PATH, and ALTCLIP_REQUIRE_TOOLS=1 makes the video test mandatory"
+        );
+        eprintln!("skipped: the video route test: ffmpeg is not on PATH (Debian: apt-get install -y ffmpeg)");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("altclip-server-video-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let lib = dir.join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    let clip = lib.join("clip.mp4");
+    let made = std::process::Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=red:s=64x48:d=4:r=10",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .arg(&clip)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::copy(image("photo.png"), lib.join("photo.png")).unwrap();
+    let db = dir.join("index.db");
+    let report = index_folder(&lib, &db);
+    assert_eq!((report.embedded, report.frames), (2, 2), "{report:?}");
+    let s = TestServer::start({
+        let db = db.clone();
+        move |a| a.db = Some(db)
+    });
+    let (status, body) = post(
+        &s.url("/search"),
+        &json!({"query": "红色", "top_k": 5, "kind": "video"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let hit = &body["results"][0];
+    assert_eq!(
+        hit["path"],
+        std::fs::canonicalize(&clip).unwrap().display().to_string(),
+        "{body}"
+    );
+    assert!(
+        hit["at"].as_f64().is_some_and(|t| t == 0.0 || t == 2.0),
+        "{body}"
+    );
+    assert_eq!(hit["duration"].as_f64(), Some(4.0));
+    let id = hit["id"].as_str().unwrap();
+    let bytes = std::fs::read(&clip).unwrap();
+    let res = client()
+        .get(s.url(&format!("/video/{id}")))
+        .header("Range", "bytes=10-19")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 206);
+    assert_eq!(res.bytes().await.unwrap().as_ref(), &bytes[10..20]);
+    let thumb = client()
+        .get(s.url(&format!("/thumb/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        thumb.status(),
+        200,
+        "a video's thumbnail is its first frame"
+    );
+    // A photo's id is not a video.
+    let photo = body["results"].as_array().unwrap().len();
+    assert_eq!(photo, 1, "kind=video leaves the photo out");
+    let res = client().get(s.url("/video/0123abcd")).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    drop(s);
+    std::fs::remove_dir_all(dir).unwrap();
+}
