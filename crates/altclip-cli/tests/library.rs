@@ -599,7 +599,8 @@ fn filters_equal_a_brute_force_filter_of_the_json_output() {
             .any(|v| v.as_str().is_some_and(|s| s.to_lowercase().contains(&t)))
     };
     let cutoff = all[2]["score"].as_f64().unwrap();
-    let cases: Vec<(Vec<String>, Box<dyn Fn(&Value) -> bool>)> = vec![
+    type Keep<'a> = Box<dyn Fn(&Value) -> bool + 'a>;
+    let cases: Vec<(Vec<String>, Keep<'_>)> = vec![
         (
             vec!["--after".into(), "2023".into()],
             Box::new(|h| taken(h).as_str() >= "2023"),

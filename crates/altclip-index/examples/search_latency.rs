@@ -9,10 +9,19 @@
 //! are the hardest case for a graph index; real embeddings cluster, which
 //! `--clusters=K` imitates: vectors and queries are K random centres plus
 //! noise of the same norm.
+//!
+//! `--filters` also writes a manifest with metadata for the N vectors (dates
+//! over ten years, five cameras, GPS on a third, ten folders) and prints the
+//! latency of filtered searches (`altclip search --after ...`), by exact scan
+//! and through the graph, including the manifest queries.
 
 use std::time::Instant;
 
-use altclip_index::{ann, AnnPolicy, GraphUse, SqliteVectors, VectorDtype, VectorStore};
+use altclip_index::db::FileRow;
+use altclip_index::filter::{self, Filter, Near, Search, Sort};
+use altclip_index::{
+    ann, AnnPolicy, GraphUse, Index, Media, SqliteVectors, VectorDtype, VectorStore,
+};
 
 /// xorshift64*: reproducible pseudo-random numbers without a dependency.
 struct Rng(u64);
@@ -23,6 +32,10 @@ impl Rng {
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         ((self.0.wrapping_mul(0x2545F4914F6CDD1D) >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+    }
+
+    fn next_f64(&mut self) -> f64 {
+        f64::from(self.next_f32()) + 0.5
     }
 
     fn unit_vector(&mut self, dim: usize) -> Vec<f32> {
@@ -65,7 +78,163 @@ fn run(store: &SqliteVectors, queries: &[Vec<f32>]) -> (Vec<Vec<String>>, Vec<f6
         .unzip()
 }
 
+/// Manifest rows for the N vectors: file `i` holds vector `i`.
+fn write_manifest(
+    db: &std::path::Path,
+    n: usize,
+    rng: &mut Rng,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let cameras = [
+        ("Apple", "iPhone 13"),
+        ("Apple", "iPhone 15 Pro"),
+        ("Canon", "EOS R5"),
+        ("SONY", "ILCE-7M4"),
+        ("Google", "Pixel 8"),
+    ];
+    let mut index = Index::open(db)?;
+    for chunk in 0..n.div_ceil(10_000) {
+        let rows: Vec<FileRow> = (chunk * 10_000..((chunk + 1) * 10_000).min(n))
+            .map(|i| {
+                let mut r = |k: f32| ((rng.next_f32() + 0.5) * k) as u32;
+                let taken = format!(
+                    "{}-{:02}-{:02}T12:00:00",
+                    2015 + r(10.0).min(9),
+                    1 + r(12.0).min(11),
+                    1 + r(28.0).min(27)
+                );
+                let (make, model) = cameras[i % cameras.len()];
+                let (lat, lon) = match i % 3 {
+                    0 => (
+                        Some(20.0 + rng.next_f64() * 30.0),
+                        Some(100.0 + rng.next_f64() * 30.0),
+                    ),
+                    _ => (None, None),
+                };
+                FileRow {
+                    path: format!("/photos/{}/{i}.jpg", 2015 + i % 10),
+                    size: 1,
+                    mtime_ns: 0,
+                    hash: format!("{i:016x}"),
+                    media: Some(Media {
+                        kind: "photo".into(),
+                        taken,
+                        taken_from: "exif".into(),
+                        make: Some(make.into()),
+                        model: Some(model.into()),
+                        lat,
+                        lon,
+                        width: 4000,
+                        height: 3000,
+                        duration: None,
+                    }),
+                }
+            })
+            .collect();
+        index.commit(&rows, &[])?;
+    }
+    Ok(())
+}
+
+/// p50 / p99 of filtered searches, each case with its share of the files.
+fn filtered(
+    store: &dyn VectorStore,
+    db: &std::path::Path,
+    queries: &[Vec<f32>],
+    label: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let index = Index::open(db)?;
+    let near = Near {
+        lat: 35.0,
+        lon: 115.0,
+        km: 300.0,
+    };
+    let cases: Vec<(&str, Search)> = vec![
+        ("no filter", Search::top(10)),
+        (
+            "--after 2023",
+            Search {
+                top: 10,
+                filter: Filter {
+                    after: Some("2023".into()),
+                    ..Filter::default()
+                },
+                ..Search::default()
+            },
+        ),
+        (
+            "--camera canon",
+            Search {
+                top: 10,
+                filter: Filter {
+                    camera: Some("canon".into()),
+                    ..Filter::default()
+                },
+                ..Search::default()
+            },
+        ),
+        (
+            "--path '/photos/2019/*'",
+            Search {
+                top: 10,
+                filter: Filter {
+                    path: Some("/photos/2019/*".into()),
+                    ..Filter::default()
+                },
+                ..Search::default()
+            },
+        ),
+        (
+            "--near 35,115,300",
+            Search {
+                top: 10,
+                filter: Filter {
+                    near: Some(near),
+                    ..Filter::default()
+                },
+                ..Search::default()
+            },
+        ),
+        (
+            "--after 2024-06 --camera iphone",
+            Search {
+                top: 10,
+                filter: Filter {
+                    after: Some("2024-06".into()),
+                    camera: Some("iphone".into()),
+                    ..Filter::default()
+                },
+                ..Search::default()
+            },
+        ),
+        (
+            "--sort date --min-score 0.1",
+            Search {
+                top: 10,
+                min_score: Some(0.1),
+                sort: Sort::Date,
+                ..Search::default()
+            },
+        ),
+    ];
+    for (name, search) in cases {
+        let catalog = filter::Catalog::read(&index)?;
+        filter::search_in(store, &index, &catalog, &queries[0], &search)?; // warm
+        let times: Vec<f64> = queries
+            .iter()
+            .map(|q| {
+                let t = Instant::now();
+                std::hint::black_box(filter::search(store, &index, q, &search).expect("search"));
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        let (p50, p99) = percentiles(times);
+        println!("{label}, {name}: p50 {p50:.1} ms, p99 {p99:.1} ms (manifest read included)");
+    }
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let with_filters = std::env::args().any(|a| a == "--filters");
     let clusters: usize = std::env::args()
         .find_map(|a| {
             a.strip_prefix("--clusters=")
@@ -109,6 +278,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         start.elapsed().as_secs_f64()
     );
     let queries: Vec<Vec<f32>> = (0..nq).map(|_| rng.sample(&centres, dim)).collect();
+    if with_filters {
+        let start = Instant::now();
+        write_manifest(&db, n, &mut rng)?;
+        println!(
+            "wrote the manifest in {:.1} s",
+            start.elapsed().as_secs_f64()
+        );
+    }
 
     let exact = SqliteVectors::open(&db, VectorDtype::F16)?.graph_use(GraphUse::Never);
     let start = Instant::now();
@@ -120,6 +297,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (truth, times) = run(&exact, &queries);
     let (p50, p99) = percentiles(times);
     println!("exact: {n} x {dim}, top 10: p50 {p50:.1} ms, p99 {p99:.1} ms ({nq} queries)");
+    if with_filters {
+        filtered(&exact, &db, &queries, "exact scan")?;
+    }
 
     let start = Instant::now();
     store.finish(&mut |_, _| {})?;
@@ -147,6 +327,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "skip"
         }
     );
+    if with_filters {
+        store.search(&queries[0], 10)?; // maps the graph
+        filtered(&store, &db, &queries, "HNSW")?;
+    }
     for ef in efs {
         if let Some(ef) = ef {
             store.set_expansion_search(ef);
