@@ -220,7 +220,16 @@ pub fn search(
     query: &[f32],
     search: &Search,
 ) -> Result<Vec<Hit>> {
-    search_in(store, index, &Catalog::read(index)?, query, search)
+    // A filter picks its files in SQL: only the frames are needed besides.
+    let catalog = if search.filter.is_empty() {
+        Catalog::read(index)?
+    } else {
+        Catalog {
+            paths: HashMap::new(),
+            frames: index.frames()?,
+        }
+    };
+    search_in(store, index, &catalog, query, search)
 }
 
 /// What the manifest maps vector keys to, for a reader to keep between
