@@ -18,6 +18,20 @@ fn write_image(path: &Path, seed: u32, width: u32, height: u32) {
     img.save(path).unwrap();
 }
 
+/// `altclip index ROOT --db DB --model (the tiny model)`, to be run by the caller.
+fn index_command(root: &Path, db: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_altclip"));
+    cmd.args([
+        "index",
+        root.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+        "--model",
+        &model(),
+    ]);
+    cmd
+}
+
 fn index(dir: &Path, extra: &[&str]) -> Value {
     let db = dir.join("index.db");
     let m = model();
@@ -335,18 +349,8 @@ fn a_killed_indexer_loses_nothing_and_resumes() {
         write_image(&lib.join(format!("{i:03}.png")), i + 1, 320, 240);
     }
     let db = dir.join("index.db");
-    let m = model();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_altclip"))
-        .args([
-            "index",
-            lib.to_str().unwrap(),
-            "--db",
-            db.to_str().unwrap(),
-            "--model",
-            &m,
-            "--batch-size",
-            "1",
-        ])
+    let mut child = index_command(&lib, &db)
+        .args(["--batch-size", "1"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -746,17 +750,7 @@ struct Watching {
 
 impl Watching {
     fn start(dir: &Path) -> Self {
-        let db = dir.join("index.db");
-        let m = model();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_altclip"))
-            .args([
-                "index",
-                dir.to_str().unwrap(),
-                "--db",
-                db.to_str().unwrap(),
-                "--model",
-                &m,
-            ])
+        let mut child = index_command(dir, &dir.join("index.db"))
             .args(["--json", "--watch", "--watch-delay", "0.3"])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -983,19 +977,10 @@ fn without_ffmpeg_videos_are_skipped_with_the_reason() {
     std::fs::write(dir.join("lib/clip.mp4"), b"not really a video").unwrap();
     write_image(&dir.join("lib/photo.png"), 4, 30, 20);
     let db = dir.join("index.db");
-    let m = model();
     let empty = dir.join("empty-path");
     std::fs::create_dir_all(&empty).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_altclip"))
-        .args([
-            "index",
-            dir.join("lib").to_str().unwrap(),
-            "--db",
-            db.to_str().unwrap(),
-            "--model",
-            &m,
-            "--json",
-        ])
+    let out = index_command(&dir.join("lib"), &db)
+        .arg("--json")
         .env("PATH", &empty)
         .output()
         .unwrap();
