@@ -55,23 +55,7 @@ fn index(dir: &Path, extra: &[&str]) -> Value {
 }
 
 fn search(dir: &Path, query: &[&str]) -> Vec<(String, f64)> {
-    let db = dir.join("index.db");
-    let mut args = vec![
-        "search",
-        "--db",
-        db.to_str().unwrap(),
-        "--json",
-        "--top",
-        "100",
-    ];
-    args.extend(query);
-    let out = altclip(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    json_lines(&out)
+    search_json(dir, query)
         .into_iter()
         .map(|l| {
             (

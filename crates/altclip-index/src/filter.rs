@@ -275,21 +275,23 @@ pub fn search_in(
         return Ok(Vec::new());
     }
     // A video's vectors are its frames': each frame leads to the video's files.
+    // The filter's candidates: its files' hashes and their frames, built once.
+    let keys: Option<HashSet<String>> = (!search.filter.is_empty()).then(|| {
+        let frames = catalog
+            .frames
+            .iter()
+            .filter(|(_, (hash, _))| by_hash.contains_key(hash))
+            .map(|(key, _)| key.clone());
+        by_hash.keys().cloned().chain(frames).collect()
+    });
     let fetch = |k: usize| -> Result<Vec<(String, f32)>> {
-        if search.filter.is_empty() {
+        match &keys {
+            Some(keys) => store.search_among(query, k, keys),
             // Everything indexed qualifies: no candidate set to build.
-            let known = |key: &str| by_hash.contains_key(key) || catalog.frames.contains_key(key);
-            return crate::store::search_known(store, query, k, known);
+            None => crate::store::search_known(store, query, k, |key| {
+                by_hash.contains_key(key) || catalog.frames.contains_key(key)
+            }),
         }
-        let mut keys: HashSet<String> = by_hash.keys().cloned().collect();
-        keys.extend(
-            catalog
-                .frames
-                .iter()
-                .filter(|(_, (hash, _))| by_hash.contains_key(hash))
-                .map(|(key, _)| key.clone()),
-        );
-        store.search_among(query, k, &keys)
     };
     let above = |s: f32| search.min_score.is_none_or(|m| s >= m);
     // Widen until `top` distinct files are found (a video's frames count
