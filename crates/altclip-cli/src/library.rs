@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use altclip_index::indexer::{self, Options};
 use altclip_index::video::Sampling;
+use altclip_index::walk::absolute;
 use altclip_index::{
     dedup, filter, query, GraphUse, Index, ModelInfo, SqliteVectors, VectorDtype, VectorStore,
     ANN_THRESHOLD,
@@ -314,10 +315,6 @@ fn positive_seconds(s: &str) -> std::result::Result<f64, String> {
             "{s:?}: expected a positive number of seconds, e.g. 2"
         )),
     }
-}
-
-fn absolute(p: &Path) -> PathBuf {
-    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 /// `altclip index --errors`: the files the index could not take, and why.

@@ -17,7 +17,7 @@ pub struct FileRow {
     pub mtime_ns: i64,
     pub hash: String,
     /// Its metadata, when this row carries it to [`Index::commit`] (rows
-    /// read back by [`Index::files`] leave it out; see [`Index::media`]).
+    /// read back by [`Index::files`] leave it out; see [`Index::media_of`]).
     pub media: Option<Media>,
 }
 
@@ -141,7 +141,6 @@ impl Index {
         &self.path
     }
 
-    /// A free-form setting recorded in the database (e.g. `store`).
     /// The HNSW policy this index recorded (`ANN_THRESHOLD`), else the default.
     pub fn ann_policy(&self) -> Result<crate::AnnPolicy> {
         let mut policy = crate::AnnPolicy::default();
@@ -156,6 +155,7 @@ impl Index {
         Ok(policy)
     }
 
+    /// A free-form setting recorded in the database (e.g. `store`).
     pub fn setting(&self, key: &str) -> Result<Option<String>> {
         self.meta(&format!("setting.{key}"))
     }

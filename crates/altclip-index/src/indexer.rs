@@ -17,7 +17,7 @@ use crate::media::{self, Media};
 use crate::pipeline::pipelined;
 use crate::store::VectorStore;
 use crate::video::{self, Sampling};
-use crate::walk::find_media;
+use crate::walk::{absolute, find_media};
 
 /// What to index and how.
 #[derive(Debug, Clone)]
@@ -113,14 +113,6 @@ fn stat(path: &Path) -> std::io::Result<Stat> {
     })
 }
 
-fn absolute(path: &Path) -> PathBuf {
-    std::fs::canonicalize(path).unwrap_or_else(|_| {
-        std::env::current_dir()
-            .map(|d| d.join(path))
-            .unwrap_or_else(|_| path.to_path_buf())
-    })
-}
-
 /// A file read and decoded by the worker stage.
 struct Loaded {
     stat: Stat,
@@ -196,17 +188,11 @@ fn read_video(
     max_pixels: u64,
     sampling: &Sampling,
 ) -> std::result::Result<Decoded, String> {
-    use sha2::{Digest, Sha256};
     video::tools()?;
     let path = Path::new(&stat.path);
-    let mut file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher).map_err(|e| format!("cannot read: {e}"))?;
-    let hash: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hash = std::fs::File::open(path)
+        .and_then(|mut file| altclip::cache::content_hash_reader(&mut file))
+        .map_err(|e| format!("cannot read: {e}"))?;
     let probe = video::probe(path)?;
     let mut frames = Vec::new();
     let mut failure = None;

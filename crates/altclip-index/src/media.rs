@@ -10,7 +10,7 @@ use exif::{In, Reader, Tag, Value};
 /// One file's metadata, as the `media` table holds it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Media {
-    /// `photo` (the only kind so far).
+    /// `photo` or `video`.
     pub kind: String,
     /// When it was taken, ISO 8601 without a zone (`2023-07-14T18:03:11`):
     /// EXIF's local camera time, or the file's modification time in UTC.

@@ -28,6 +28,16 @@ pub fn wildcard_match(pattern: &str, name: &str) -> bool {
     p[i..].iter().all(|&c| c == '*')
 }
 
+/// `path` made absolute: canonical when it exists, else joined to the
+/// working directory.
+pub fn absolute(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| {
+        std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    })
+}
+
 fn hidden(name: &str) -> bool {
     name.starts_with('.')
 }

@@ -19,6 +19,14 @@ pub fn content_hash(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
+/// [`content_hash`] of everything `reader` yields, read in pieces (for
+/// files too large to hold, such as videos).
+pub fn content_hash_reader(reader: &mut impl std::io::Read) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    std::io::copy(reader, &mut hasher)?;
+    Ok(hex(&hasher.finalize()))
+}
+
 /// The default cache root: `$XDG_CACHE_HOME/altclip` or `~/.cache/altclip`.
 pub fn default_root() -> PathBuf {
     crate::hub::user_cache_dir().join("altclip")
