@@ -19,7 +19,7 @@ pub struct Engine {
     /// What the model was loaded from, and at which revision.
     pub(crate) name: String,
     pub(crate) revision: Option<String>,
-    dtype: &'static str,
+    dtype: String,
     max_pixels: u64,
 }
 
@@ -105,13 +105,8 @@ impl Engine {
         towers: &str,
         max_pixels: u64,
     ) -> PyResult<Self> {
+        // Checks the dtype name, which is kept as given.
         let opts = load_options(dtype, revision.clone(), max_length, towers)?;
-        let dtype = match dtype {
-            "bf16" => "bf16",
-            "f16" => "f16",
-            "int8" => "int8",
-            _ => "f32",
-        };
         let clip = py
             .detach(|| AltClip::load(model, &opts))
             .map_err(|e| ModelError::new_err(e.to_string()))?;
@@ -119,7 +114,7 @@ impl Engine {
             clip: Arc::new(clip),
             name: model.to_string(),
             revision,
-            dtype,
+            dtype: dtype.to_string(),
             max_pixels,
         })
     }
@@ -138,8 +133,8 @@ impl Engine {
 
     /// The dtype name the model was loaded with.
     #[getter]
-    fn dtype(&self) -> &'static str {
-        self.dtype
+    fn dtype(&self) -> &str {
+        &self.dtype
     }
 
     /// What the model was loaded from (a Hub id or a directory).
