@@ -183,6 +183,9 @@ def main() -> None:
     print(f"wrote {OUT} ({OUT.stat().st_size} bytes)")
     tiny_pipeline()
     print(f"wrote {FIXTURES / 'tiny-altdiffusion'}")
+    img2img_and_tiles(FIXTURES / "tiny-altdiffusion")
+    uncommon_pipeline()
+    print(f"wrote {FIXTURES / 'tiny-uncommon'}")
 
 
 
@@ -247,6 +250,149 @@ def tiny_pipeline() -> None:
         "pipeline": {"prompt": "一只猫 a cat", "negative_prompt": "", "steps": 3, "guidance_scale": 7.5,
                      "latents": flat(latents), "height": 16, "width": 16,
                      "image_shape": list(image.shape), "image": [float(x) for x in image.reshape(-1)]},
+    }))
+
+
+def init_image(path: Path, width: int, height: int) -> None:
+    """A smooth, seeded RGB test picture (PNG, lossless), sized so that diffusers must resize it."""
+    import numpy as np
+    from PIL import Image
+
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    rgb = np.stack([x / width, y / height, 0.5 + 0.5 * np.sin(x * 0.7 + y * 0.3)], axis=-1)
+    rng = np.random.default_rng(5)
+    rgb = np.clip(rgb * 255 + rng.normal(0, 12, rgb.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(rgb).save(path)
+
+
+def img2img_reference(pipe, folder: Path, prompt: str, steps: int, strength: float, guidance: float,
+                      seed: int) -> dict:
+    """diffusers' img2img on folder/init.png, with the two Gaussian draws its generator makes
+    (the latent sample, then the noise add_noise mixes in) recorded for the Rust side."""
+    from PIL import Image
+
+    image = Image.open(folder / "init.png").convert("RGB")
+    w, h = (v - v % pipe.vae_scale_factor for v in image.size)
+    shape = (1, pipe.vae.config.latent_channels, h // pipe.vae_scale_factor, w // pipe.vae_scale_factor)
+    g = torch.Generator().manual_seed(seed)
+    sample_noise = torch.randn(shape, generator=g)
+    noise = torch.randn(shape, generator=g)
+    with torch.no_grad():
+        pixels = pipe.image_processor.preprocess(image)
+        out = pipe(prompt, image=image, strength=strength, num_inference_steps=steps,
+                   guidance_scale=guidance, generator=torch.Generator().manual_seed(seed),
+                   output_type="np").images
+        dist = pipe.vae.encode(pixels).latent_dist
+    return {
+        "prompt": prompt, "steps": steps, "strength": strength, "guidance_scale": guidance,
+        "latent_shape": list(shape), "sample_noise": flat(sample_noise), "noise": flat(noise),
+        "pixels_shape": list(pixels.shape), "pixels": flat(pixels),
+        "mean": flat(dist.mean), "std": flat(dist.std),
+        "image_shape": list(out.shape), "image": [float(x) for x in out.reshape(-1)],
+    }
+
+
+def img2img_and_tiles(root: Path) -> None:
+    """img2img and a tiled VAE decode on the tiny pipeline: img2img.json."""
+    from diffusers import AltDiffusionImg2ImgPipeline, AutoencoderKL, UNet2DConditionModel
+    from diffusers.pipelines.deprecated.alt_diffusion.modeling_roberta_series import (
+        RobertaSeriesModelWithTransformation,
+    )
+    from transformers import XLMRobertaTokenizer
+
+    # (from_pretrained on the folder cannot resolve the deprecated text encoder class.)
+    pipe = AltDiffusionImg2ImgPipeline(
+        vae=AutoencoderKL.from_pretrained(root / "vae").eval(),
+        text_encoder=RobertaSeriesModelWithTransformation.from_pretrained(root / "text_encoder").eval(),
+        tokenizer=XLMRobertaTokenizer.from_pretrained(FIXTURES.parent / "spm", model_max_length=77),
+        unet=UNet2DConditionModel.from_pretrained(root / "unet").eval(),
+        scheduler=PNDMScheduler.from_pretrained(root / "scheduler"), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False,
+    )
+    init_image(root / "init.png", 21, 19)
+    ref = {"diffusers": diffusers.__version__,
+           "img2img": img2img_reference(pipe, root, "一只猫 a cat", 5, 0.6, 7.5, 33)}
+    # Tiles of 8 latents (sample_size 16 / 2), overlapping by 2: a 12×12 latent is 2×2 tiles.
+    latents = torch.randn((1, 4, 12, 12), generator=torch.Generator().manual_seed(34))
+    pipe.vae.enable_tiling()
+    with torch.no_grad():
+        tiled = pipe.vae.decode(latents).sample
+    ref["tiled"] = {"latents": flat(latents), "shape": list(tiled.shape), "decoded": flat(tiled)}
+    (root / "img2img.json").write_text(json.dumps(ref))
+    print(f"wrote {root / 'img2img.json'}")
+
+
+def uncommon_pipeline() -> None:
+    """A tiny pipeline whose configs stray from Stable Diffusion v1's in every way our UNet and
+    VAE claim to honour: 8 norm groups, linear projections, per-block layer and head counts, two
+    transformer layers, a kernel-5 conv_in and kernel-1 conv_out, centred input, flipped-off
+    sin/cos with a frequency shift, a larger time embedding, unpadded downsampling, a mid-block
+    output scale, a VAE without quant convs or mid-block attention, and a text encoder run
+    without its attention mask. References: a UNet forward on odd latents (5×7, so that the
+    upsamplers follow the skips' sizes), a VAE decode and encode, and a 2-step pipeline."""
+    import shutil
+
+    from diffusers import AltDiffusionPipeline, AutoencoderKL, UNet2DConditionModel
+    from diffusers.pipelines.deprecated.alt_diffusion.modeling_roberta_series import (
+        RobertaSeriesModelWithTransformation,
+    )
+    from transformers import XLMRobertaTokenizer
+
+    root = FIXTURES / "tiny-uncommon"
+    shutil.rmtree(root, ignore_errors=True)
+    torch.manual_seed(40)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=[1, 2],
+        block_out_channels=(16, 24), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=24,
+        attention_head_dim=[2, 3], norm_num_groups=8, use_linear_projection=True,
+        transformer_layers_per_block=[1, 2], conv_in_kernel=5, conv_out_kernel=1,
+        center_input_sample=True, flip_sin_to_cos=False, freq_shift=1, time_embedding_dim=40,
+        downsample_padding=0, mid_block_scale_factor=1.5, upcast_attention=True,
+    ).eval()
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 24),
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=2, norm_num_groups=8, sample_size=16, scaling_factor=0.5,
+        use_quant_conv=False, use_post_quant_conv=False, mid_block_add_attention=False,
+    ).eval()
+    with torch.no_grad():
+        for m in (unet, vae):
+            for n, p in m.named_parameters():
+                if "norm" in n:
+                    p.add_(torch.randn_like(p) * 0.1)
+    text_encoder = RobertaSeriesModelWithTransformation.from_pretrained(FIXTURES / "text-encoder").eval()
+    text_encoder.config.use_attention_mask = False
+    tokenizer = XLMRobertaTokenizer.from_pretrained(FIXTURES.parent / "spm", model_max_length=77)
+    pipe = AltDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+        scheduler=PNDMScheduler.from_config(ALTDIFFUSION), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(root, safe_serialization=True)
+    g = torch.Generator().manual_seed(41)
+    sample = torch.randn((2, 4, 5, 7), generator=g)
+    states = torch.randn((2, 6, 24), generator=g)
+    latents = torch.randn((1, 4, 8, 12), generator=g)
+    image = torch.rand((1, 3, 16, 24), generator=g) * 2 - 1
+    with torch.no_grad():
+        unet_out = unet(sample, 301, encoder_hidden_states=states).sample
+        decoded = vae.decode(latents / vae.config.scaling_factor).sample
+        dist = vae.encode(image).latent_dist
+        out = pipe("海边的灯塔 a lighthouse", negative_prompt="blurry", num_inference_steps=2,
+                   guidance_scale=5.0, latents=latents, height=16, width=24, output_type="np").images
+    (root / "reference.json").write_text(json.dumps({
+        "diffusers": diffusers.__version__,
+        "unet": {"sample": flat(sample), "sample_shape": list(sample.shape), "timestep": 301,
+                 "encoder_hidden_states": flat(states), "states_shape": list(states.shape),
+                 "shape": list(unet_out.shape), "output": flat(unet_out)},
+        "vae": {"latents": flat(latents), "latent_shape": list(latents.shape),
+                "shape": list(decoded.shape), "decoded": flat(decoded),
+                "image": flat(image), "image_shape": list(image.shape),
+                "mean": flat(dist.mean), "std": flat(dist.std)},
+        "pipeline": {"prompt": "海边的灯塔 a lighthouse", "negative_prompt": "blurry", "steps": 2,
+                     "guidance_scale": 5.0, "latents": flat(latents), "height": 16, "width": 24,
+                     "image_shape": list(out.shape), "image": [float(x) for x in out.reshape(-1)]},
     }))
 
 

@@ -17,7 +17,7 @@ pub enum Error {
     Dtype {
         dtype: &'static str,
         device: &'static str,
-        reason: &'static str,
+        reason: String,
     },
 
     #[error(transparent)]
@@ -25,4 +25,7 @@ pub enum Error {
 
     #[error(transparent)]
     Engine(#[from] altclip::Error),
+
+    #[error(transparent)]
+    Kernel(#[from] altclip_kernels::Error),
 }

@@ -4,16 +4,18 @@
 
 use std::path::{Path, PathBuf};
 
+use altclip::preprocess::resample::{resize, Filter};
 use altclip::text::TextInputs;
-use altclip::{DType, Device, TextTokenizer};
+use altclip::weights::Weights;
+use altclip::{ComputePlan, DType, Device, TextTokenizer};
 use candle_core::Tensor;
-use candle_transformers::models::stable_diffusion::unet_2d::UNet2DConditionModel;
 use image::RgbImage;
 
-use crate::components::{load_unet, load_vae, Vae};
 use crate::error::{Error, Result};
 use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerKind};
 use crate::text_encoder::TextEncoder;
+use crate::unet::UNet2DConditionModel;
+use crate::vae::AutoencoderKL;
 
 /// Tokens per prompt: the pipeline pads and truncates every prompt to this.
 pub const PROMPT_TOKENS: usize = 77;
@@ -27,11 +29,28 @@ pub struct GenerateOptions {
     pub steps: usize,
     /// Classifier-free guidance scale; ≤ 1 disables guidance.
     pub guidance_scale: f64,
+    /// Ignored for img2img, whose size is the init image's.
     pub width: usize,
     pub height: usize,
     pub scheduler: SchedulerKind,
     /// Seeds the initial latents and any per-step noise.
     pub seed: u64,
+    /// img2img: the image to start from, and how much of the schedule to run.
+    pub init: Option<InitImage>,
+    /// Decode in overlapping tiles (large images in bounded memory).
+    pub vae_tiling: bool,
+}
+
+/// The starting point of img2img.
+#[derive(Debug, Clone)]
+pub struct InitImage {
+    pub image: RgbImage,
+    /// In `(0, 1]`: the share of the schedule run from the noised image; 1
+    /// starts from noise alone, small values stay close to the image.
+    pub strength: f64,
+    /// Encode to a seeded sample of the latent distribution (diffusers'
+    /// default) rather than its mean.
+    pub sample: bool,
 }
 
 /// A loaded AltDiffusion pipeline.
@@ -39,10 +58,61 @@ pub struct AltDiffusion {
     pub tokenizer: TextTokenizer,
     pub text_encoder: TextEncoder,
     pub unet: UNet2DConditionModel,
-    pub vae: Vae,
+    pub vae: AutoencoderKL,
     pub scheduler_config: SchedulerConfig,
-    pub dtype: DType,
+    /// Which kernels the UNet, VAE and text encoder run on.
+    pub plan: ComputePlan,
     pub device: Device,
+}
+
+/// The weight file of a diffusers component folder: safetensors preferred,
+/// else PyTorch's `.bin`.
+pub fn weight_file(dir: &Path) -> Result<PathBuf> {
+    [
+        "diffusion_pytorch_model.safetensors",
+        "model.safetensors",
+        "diffusion_pytorch_model.bin",
+        "pytorch_model.bin",
+    ]
+    .iter()
+    .map(|n| dir.join(n))
+    .find(|p| p.is_file())
+    .ok_or_else(|| {
+        crate::config::bad(
+            dir,
+            "no diffusion_pytorch_model.safetensors (or .bin) here; is this a diffusers folder?",
+        )
+    })
+}
+
+/// The plan for `dtype` on `device`: f32, or bf16 through the bf16 kernels
+/// (activations, norms and softmax stay f32, as under PyTorch's autocast).
+pub fn compute_plan(dtype: DType, device: &Device) -> Result<ComputePlan> {
+    if !device.is_cpu() {
+        return Err(Error::Dtype {
+            dtype: "any dtype",
+            device: "GPU",
+            reason: "the UNet and VAE run on the CPU kernels only".into(),
+        });
+    }
+    let plan = ComputePlan::new(dtype, false, device);
+    match dtype {
+        DType::F32 => Ok(plan),
+        DType::BF16 if plan.linear.is_some() => Ok(plan),
+        DType::BF16 => Err(Error::Dtype {
+            dtype: "bf16",
+            device: "CPU",
+            reason: format!(
+                "no bf16 kernel runs here ({}); f32 does",
+                altclip_kernels::Kernel::Avx512Bf16.missing().join(", ")
+            ),
+        }),
+        other => Err(Error::Dtype {
+            dtype: if other == DType::F16 { "f16" } else { "this dtype" },
+            device: "CPU",
+            reason: "the CPU kernels take f32 and bf16".into(),
+        }),
+    }
 }
 
 /// Gaussian noise from a seed (SplitMix64 + Box–Muller): reproducible
@@ -71,16 +141,10 @@ pub fn gaussian(shape: &[usize], seed: u64, device: &Device) -> Result<Tensor> {
 }
 
 impl AltDiffusion {
-    /// Loads a diffusers AltDiffusion folder in `dtype` (F32, F16 or BF16).
+    /// Loads a diffusers AltDiffusion folder to run in `dtype` (f32, or bf16
+    /// where a bf16 kernel runs; see [`compute_plan`]).
     pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
-        if dtype == DType::BF16 && device.is_cpu() {
-            // candle 0.11's CPU matmul rejects bf16 in the UNet's attention.
-            return Err(Error::Dtype {
-                dtype: "bf16",
-                device: "CPU",
-                reason: "candle's CPU matmul has no bf16 kernel for the UNet's attention",
-            });
-        }
+        let plan = compute_plan(dtype, device)?;
         let index = dir.join("model_index.json");
         if !index.is_file() {
             return Err(Error::BadConfig {
@@ -90,49 +154,103 @@ impl AltDiffusion {
                     .into(),
             });
         }
+        let weights = |name: &str| -> Result<Weights> {
+            let path = weight_file(&dir.join(name))?;
+            Ok(Weights::from_file(&path, plan.activations, device)?.with_linear_kernel(plan.linear))
+        };
         let mut tokenizer = TextTokenizer::from_dir(&dir.join("tokenizer"))?;
         tokenizer.set_max_length(PROMPT_TOKENS)?;
         Ok(Self {
             tokenizer,
-            text_encoder: TextEncoder::load(&dir.join("text_encoder"), dtype, device)?,
-            unet: load_unet(&dir.join("unet"), dtype, device)?,
-            vae: load_vae(&dir.join("vae"), dtype, device)?,
+            text_encoder: TextEncoder::load(&dir.join("text_encoder"), &plan, device)?,
+            unet: UNet2DConditionModel::load(&dir.join("unet"), &weights("unet")?)?,
+            vae: AutoencoderKL::load(&dir.join("vae"), &weights("vae")?)?,
             scheduler_config: SchedulerConfig::from_file(
                 &dir.join("scheduler").join("scheduler_config.json"),
             )?,
-            dtype,
+            plan,
             device: device.clone(),
         })
     }
 
-    /// The conditioning of `prompts`, `[B, 77, D]`: padded to 77 tokens with
-    /// the attention mask, as the pipeline tokenizes.
+    /// The conditioning of `prompts`, `[B, 77, D]`: padded to 77 tokens, as
+    /// the pipeline tokenizes (the mask is used where the encoder's config
+    /// says `use_attention_mask`).
     pub fn encode_prompts(&self, prompts: &[&str]) -> Result<Tensor> {
         let ids = self.tokenizer.encode(prompts)?;
         let inputs =
             TextInputs::padded_to(&ids, PROMPT_TOKENS, self.tokenizer.pad_id(), &self.device)?;
-        Ok(self.text_encoder.forward(&inputs)?.to_dtype(self.dtype)?)
+        Ok(self.text_encoder.forward(&inputs)?.to_dtype(DType::F32)?)
     }
 
     /// The latent shape for an image of `width` × `height`.
     pub fn latent_shape(&self, width: usize, height: usize) -> Result<[usize; 4]> {
-        let f = self.vae.factor;
+        let f = self.vae.factor();
         if width == 0 || height == 0 || !width.is_multiple_of(f) || !height.is_multiple_of(f) {
             return Err(Error::Unsupported(format!(
                 "{width}x{height}: width and height must be positive multiples of {f}"
             )));
         }
-        Ok([1, self.vae.latent_channels, height / f, width / f])
+        Ok([1, self.vae.config().latent_channels, height / f, width / f])
+    }
+
+    /// Refuses options that cannot run, before any work: a guidance scale
+    /// that is not a number, a step count the schedule cannot take, an
+    /// img2img strength outside `(0, 1]` or one that runs no step, and image
+    /// sizes that are not multiples of the VAE's factor.
+    pub fn check(&self, opts: &GenerateOptions) -> Result<()> {
+        if !opts.guidance_scale.is_finite() {
+            return Err(Error::Unsupported(format!(
+                "guidance scale {}: expected a finite number (7.5 is usual; 1 or less turns guidance off)",
+                opts.guidance_scale
+            )));
+        }
+        self.scheduler(opts)?;
+        match &opts.init {
+            Some(init) => {
+                self.init_pixels(&init.image)?;
+            }
+            None => {
+                self.latent_shape(opts.width, opts.height)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The schedule for `opts`, started where img2img starts: diffusers runs
+    /// the last `int(steps · strength)` steps.
+    pub fn scheduler(&self, opts: &GenerateOptions) -> Result<Scheduler> {
+        let mut s = Scheduler::new(opts.scheduler, &self.scheduler_config, opts.steps)?;
+        if let Some(init) = &opts.init {
+            if !(init.strength > 0.0 && init.strength <= 1.0) {
+                return Err(Error::Unsupported(format!(
+                    "strength {}: expected a number in (0, 1]",
+                    init.strength
+                )));
+            }
+            let run = ((opts.steps as f64 * init.strength) as usize).min(opts.steps);
+            if run == 0 {
+                return Err(Error::Unsupported(format!(
+                    "strength {} of {} steps runs no step: raise the strength or the steps",
+                    init.strength, opts.steps
+                )));
+            }
+            s.begin_at(opts.steps - run)?;
+        }
+        Ok(s)
     }
 
     /// Runs the denoising loop from `latents` (already scaled by the
-    /// scheduler's initial sigma); `on_step(i, total)` after each step.
+    /// scheduler's initial sigma, or img2img's noised latents);
+    /// `on_step(i, total)` after each step. Guidance runs the unconditional
+    /// and conditional halves as one batch of two.
     pub fn denoise(
         &self,
         latents: Tensor,
         opts: &GenerateOptions,
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<Tensor> {
+        self.check(opts)?;
         let guided = opts.guidance_scale > 1.0;
         let cond = self.encode_prompts(&[&opts.prompt])?;
         let context = if guided {
@@ -141,7 +259,7 @@ impl AltDiffusion {
         } else {
             cond
         };
-        let mut scheduler = Scheduler::new(opts.scheduler, &self.scheduler_config, opts.steps)?;
+        let mut scheduler = self.scheduler(opts)?;
         let timesteps = scheduler.timesteps().to_vec();
         let mut latents = latents;
         for (i, &t) in timesteps.iter().enumerate() {
@@ -150,13 +268,8 @@ impl AltDiffusion {
             } else {
                 latents.clone()
             };
-            let input = scheduler
-                .scale_model_input(&input, i)?
-                .to_dtype(self.dtype)?;
-            let noise_pred = self
-                .unet
-                .forward(&input, t, &context)?
-                .to_dtype(DType::F32)?;
+            let input = scheduler.scale_model_input(&input, i)?;
+            let noise_pred = self.unet.forward(&input, t, &context)?;
             let noise_pred = if guided {
                 let parts = noise_pred.chunk(2, 0)?;
                 let (u, c) = (&parts[0], &parts[1]);
@@ -179,26 +292,88 @@ impl AltDiffusion {
         Ok(latents)
     }
 
-    /// Decodes latents to images in `[0, 1]`, `[B, 3, H, W]`.
-    pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
-        let x = (latents / self.vae.scaling_factor)?.to_dtype(self.dtype)?;
-        let images = self.vae.model.decode(&x)?.to_dtype(DType::F32)?;
+    /// Decodes latents to images in `[0, 1]`, `[B, 3, H, W]`; in tiles when
+    /// `tiled` and the latents are larger than one tile.
+    pub fn decode(&self, latents: &Tensor, tiled: bool) -> Result<Tensor> {
+        let z = (latents / self.vae.config().scaling_factor)?;
+        let images = match tiled {
+            true => self.vae.decode_tiled(&z)?,
+            false => self.vae.decode(&z)?,
+        };
         Ok(((images / 2.0)? + 0.5)?.clamp(0f32, 1f32)?)
     }
 
-    /// Text to image: initial latents from the seed, denoising, decoding.
+    /// An init image as the VAE takes it, `[1, 3, H, W]` in `[-1, 1]`: sides
+    /// rounded down to multiples of the VAE's factor with Pillow's Lanczos
+    /// filter where they are not, as diffusers' `VaeImageProcessor` does.
+    pub fn init_pixels(&self, image: &RgbImage) -> Result<Tensor> {
+        let f = self.vae.factor() as u32;
+        let (w, h) = (image.width() / f * f, image.height() / f * f);
+        if w == 0 || h == 0 {
+            return Err(Error::Unsupported(format!(
+                "the init image is {}x{}: it must be at least {f} pixels on each side",
+                image.width(),
+                image.height()
+            )));
+        }
+        let resized;
+        let image = if (w, h) == image.dimensions() {
+            image
+        } else {
+            resized = resize(image, w, h, Filter::Lanczos);
+            &resized
+        };
+        let data: Vec<f32> = image.as_raw().iter().map(|&v| v as f32 / 255.0 * 2.0 - 1.0).collect();
+        let hwc = Tensor::from_vec(data, (h as usize, w as usize, 3), &self.device)?;
+        Ok(hwc.permute((2, 0, 1))?.unsqueeze(0)?.contiguous()?)
+    }
+
+    /// img2img's starting latents: `init` encoded (the mean, or the sample
+    /// `mean + std · sample_noise`), scaled, then noised with `noise` to the
+    /// schedule's first timestep by `scheduler.add_noise`.
+    pub fn init_latents(
+        &self,
+        init: &InitImage,
+        scheduler: &Scheduler,
+        sample_noise: Option<&Tensor>,
+        noise: &Tensor,
+    ) -> Result<Tensor> {
+        let dist = self.vae.encode(&self.init_pixels(&init.image)?)?;
+        let latents = (dist.latents(sample_noise.filter(|_| init.sample))? * self.vae.config().scaling_factor)?;
+        scheduler.add_noise(&latents, noise, 0)
+    }
+
+    /// Text to image, or img2img when `opts.init` is set: initial latents
+    /// from the seed (and the init image), denoising, decoding.
     pub fn generate(
         &self,
         opts: &GenerateOptions,
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<RgbImage> {
-        let shape = self.latent_shape(opts.width, opts.height)?;
-        let scheduler = Scheduler::new(opts.scheduler, &self.scheduler_config, opts.steps)?;
-        let latents = (gaussian(&shape, opts.seed, &self.device)? * scheduler.init_noise_sigma())?;
+        self.check(opts)?;
+        let scheduler = self.scheduler(opts)?;
+        let latents = match &opts.init {
+            None => {
+                let shape = self.latent_shape(opts.width, opts.height)?;
+                (gaussian(&shape, opts.seed, &self.device)? * scheduler.init_noise_sigma())?
+            }
+            Some(init) => {
+                let pixels = self.init_pixels(&init.image)?;
+                let f = self.vae.factor();
+                let shape = [1, self.vae.config().latent_channels, pixels.dim(2)? / f, pixels.dim(3)? / f];
+                let sample = gaussian(&shape, opts.seed ^ SAMPLE_SALT, &self.device)?;
+                let noise = gaussian(&shape, opts.seed, &self.device)?;
+                self.init_latents(init, &scheduler, Some(&sample), &noise)?
+            }
+        };
         let latents = self.denoise(latents, opts, on_step)?;
-        to_rgb(&self.decode(&latents)?)
+        to_rgb(&self.decode(&latents, opts.vae_tiling)?)
     }
 }
+
+/// Separates img2img's latent-sample noise from its starting noise, which
+/// uses the seed itself.
+const SAMPLE_SALT: u64 = 0x5A3D_1E2B_0000_0000;
 
 /// The first image of a `[B, 3, H, W]` batch in `[0, 1]`, rounded to 8 bits
 /// like diffusers' `numpy_to_pil`.

@@ -29,6 +29,24 @@ pub enum SchedulerKind {
     DpmPlusPlus,
 }
 
+impl SchedulerKind {
+    /// The name `--scheduler` takes, which the PNG metadata records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pndm => "pndm",
+            Self::Ddim => "ddim",
+            Self::EulerAncestral => "euler-a",
+            Self::DpmPlusPlus => "dpm++",
+        }
+    }
+}
+
+impl std::fmt::Display for SchedulerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl FromStr for SchedulerKind {
     type Err = String;
 
@@ -130,6 +148,8 @@ pub struct Scheduler {
     final_sigma_zero: bool,
     model_outputs: Vec<Tensor>,
     lower_order_nums: usize,
+    /// Timesteps skipped at the start ([`Scheduler::begin_at`]).
+    begin: usize,
 }
 
 /// `torch.linspace(start, end, n, dtype=float32)` on the CPU: f32
@@ -274,6 +294,7 @@ impl Scheduler {
             final_sigma_zero: true,
             model_outputs: Vec::new(),
             lower_order_nums: 0,
+            begin: 0,
             alphas_cumprod,
         };
         match kind {
@@ -289,7 +310,9 @@ impl Scheduler {
                 // PLMS repeats the second-to-last training step once.
                 let mut asc: Vec<usize> = base.iter().rev().copied().collect();
                 let n = asc.len();
-                asc.insert(n - 1, asc[n - 2]);
+                if n >= 2 {
+                    asc.insert(n - 1, asc[n - 2]);
+                }
                 s.timesteps = asc.iter().rev().map(|&t| t as f64).collect();
             }
             SchedulerKind::Ddim => {
@@ -330,6 +353,15 @@ impl Scheduler {
                 };
                 s.dpm_schedule(spacing, steps, offset);
             }
+        }
+        // A large steps_offset pushes the last steps past the schedule, where
+        // diffusers raises IndexError mid-run; refuse before any work.
+        if let Some(&t) = s.timesteps.iter().find(|&&t| t >= num_train as f64) {
+            return Err(unsupported(format!(
+                "{steps} steps with steps_offset {offset} reach training timestep {t}, \
+                 past the schedule's last ({}); use fewer steps",
+                num_train - 1
+            )));
         }
         Ok(s)
     }
@@ -413,9 +445,24 @@ impl Scheduler {
         self.timesteps = ts.into_iter().map(|t| t as f64).collect();
     }
 
-    /// The timesteps to denoise at, in order; pass each to the UNet.
+    /// The timesteps to denoise at, in order; pass each to the UNet. Step
+    /// indices `i` elsewhere count from the first of these.
     pub fn timesteps(&self) -> &[f64] {
-        &self.timesteps
+        &self.timesteps[self.begin..]
+    }
+
+    /// Starts the schedule `begin` steps in, as diffusers' img2img does with
+    /// `set_begin_index`: the first `begin` timesteps are dropped, and the
+    /// multistep methods start their history afresh.
+    pub fn begin_at(&mut self, begin: usize) -> Result<()> {
+        if begin >= self.timesteps.len() {
+            return Err(Error::Unsupported(format!(
+                "cannot start step {begin} of a {}-step schedule",
+                self.timesteps.len()
+            )));
+        }
+        self.begin = begin;
+        Ok(())
     }
 
     /// The standard deviation to scale the initial Gaussian noise by.
@@ -430,6 +477,7 @@ impl Scheduler {
 
     /// The UNet input at step `i` (Euler divides by √(σ² + 1)).
     pub fn scale_model_input(&self, sample: &Tensor, i: usize) -> Result<Tensor> {
+        let i = i + self.begin;
         Ok(match self.kind {
             SchedulerKind::EulerAncestral => {
                 let s = self.sigmas[i];
@@ -439,8 +487,9 @@ impl Scheduler {
         })
     }
 
-    /// Adds noise to clean latents at timestep index `i` (img2img).
+    /// Adds noise to clean latents at step `i` (img2img: 0, the first step).
     pub fn add_noise(&self, original: &Tensor, noise: &Tensor, i: usize) -> Result<Tensor> {
+        let i = i + self.begin;
         match self.kind {
             SchedulerKind::EulerAncestral | SchedulerKind::DpmPlusPlus => {
                 lin(original, 1.0, noise, self.sigmas[i] as f64)
@@ -462,6 +511,7 @@ impl Scheduler {
         sample: &Tensor,
         noise: Option<&Tensor>,
     ) -> Result<Tensor> {
+        let i = i + self.begin;
         if i >= self.timesteps.len() {
             return Err(Error::Unsupported(format!(
                 "step {i} of a {}-step schedule",

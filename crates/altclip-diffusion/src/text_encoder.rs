@@ -11,7 +11,7 @@ use std::path::Path;
 use altclip::nn::{LayerNorm, Linear};
 use altclip::text::{TextInputs, XlmRoberta};
 use altclip::weights::Weights;
-use altclip::{DType, Device, TextConfig};
+use altclip::{ComputePlan, Device, TextConfig};
 use candle_core::Tensor;
 use serde::Deserialize;
 
@@ -25,6 +25,14 @@ pub struct TextEncoderConfig {
     /// The m18 head: `transformation_pre(pre_LN(hidden_states[-2]))`.
     #[serde(default)]
     pub has_pre_transformation: bool,
+    /// Whether the pipeline passes the padding mask (`RobertaSeriesConfig`'s
+    /// default); without it every one of the 77 positions is attended.
+    #[serde(default = "yes")]
+    pub use_attention_mask: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 enum Head {
@@ -46,8 +54,8 @@ pub struct TextEncoder {
 
 impl TextEncoder {
     /// Loads `dir` (diffusers' `text_encoder/`): `config.json` and weights
-    /// (safetensors or `.bin`).
-    pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+    /// (safetensors or `.bin`), on `plan`'s kernels.
+    pub fn load(dir: &Path, plan: &ComputePlan, device: &Device) -> Result<Self> {
         let path = dir.join("config.json");
         let text = std::fs::read_to_string(&path).map_err(|e| Error::BadConfig {
             path: path.clone(),
@@ -58,7 +66,7 @@ impl TextEncoder {
                 path: path.clone(),
                 reason: format!("not an XLM-R text encoder config: {e}"),
             })?;
-        let w = Weights::from_dir(dir, dtype, device)?;
+        let w = Weights::from_dir(dir, plan.activations, device)?.with_linear_kernel(plan.linear);
         let t = &config.text;
         let roberta = XlmRoberta::load(&w.pp("roberta"), t)?;
         let head = if config.has_pre_transformation {
@@ -89,6 +97,17 @@ impl TextEncoder {
     /// `projection_state`, `[B, L, project_dim]`: one conditioning vector per
     /// token, padding positions included (the UNet attends to all 77).
     pub fn forward(&self, inputs: &TextInputs) -> Result<Tensor> {
+        let unmasked;
+        let inputs = if self.config.use_attention_mask {
+            inputs
+        } else {
+            unmasked = TextInputs {
+                input_ids: inputs.input_ids.clone(),
+                position_ids: inputs.position_ids.clone(),
+                mask: inputs.mask.zeros_like()?,
+            };
+            &unmasked
+        };
         Ok(match &self.head {
             Head::Last { transformation } => {
                 transformation.forward(&self.roberta.forward(inputs)?)?

@@ -13,7 +13,8 @@ fn check(name: &str) -> f32 {
     let dir = fixtures().join(name);
     let want: Value =
         serde_json::from_slice(&std::fs::read(dir.join("outputs.json")).unwrap()).unwrap();
-    let enc = TextEncoder::load(&dir, DType::F32, &Device::Cpu).unwrap();
+    let plan = altclip::ComputePlan::new(DType::F32, false, &Device::Cpu);
+    let enc = TextEncoder::load(&dir, &plan, &Device::Cpu).unwrap();
     // The unpadded ids (as the attention mask says), padded back to the
     // reference's length: the mask covers exactly the real tokens.
     let padded = ids(&want["input_ids"]);

@@ -1,6 +1,8 @@
-//! CPU compute kernels for transformer inference: a packed-weight GEMM with
-//! a fused epilogue (bias, activation, residual), multi-head attention that
-//! reads a stacked q/k/v projection in place, and a vectorised softmax.
+//! CPU compute kernels for transformer and diffusion inference: a
+//! packed-weight GEMM with a fused epilogue (bias, activation, residual),
+//! convolutions on it (channels last), multi-head attention that reads a
+//! stacked q/k/v projection in place (whole, or in query blocks), group
+//! normalisation and a vectorised softmax.
 //!
 //! The crate owns everything unsafe and instruction-set specific, and knows
 //! nothing of any model: callers pick a [`Kernel`] once (usually
@@ -20,18 +22,25 @@
 mod amx;
 mod attention;
 mod check;
+mod conv;
 mod cpu;
+mod data;
 mod error;
 mod gemm;
+mod geglu;
+mod group_norm;
 mod linear;
 mod math;
 mod micro;
 mod softmax;
 mod threads;
 
-pub use attention::{attention, mask_supported};
+pub use attention::{attention, attention_blocked, mask_supported};
+pub use conv::{ConvGeometry, PackedConv2d};
 pub use cpu::{Kernel, Precision};
 pub use error::{Error, Result};
+pub use geglu::geglu;
+pub use group_norm::group_norm;
 pub use linear::PackedLinear;
 pub use math::Activation;
 pub use softmax::softmax_in_place;

@@ -141,12 +141,13 @@ impl PackedLinear {
 
 /// `act(acc + bias) + residual` on each finished tile, compiled for the
 /// instruction set of `kernel`.
-struct Fused<'a> {
-    kernel: Kernel,
-    bias: Option<&'a [f32]>,
-    act: Option<Activation>,
-    residual: Option<&'a [f32]>,
-    n: usize,
+pub(crate) struct Fused<'a> {
+    pub kernel: Kernel,
+    pub bias: Option<&'a [f32]>,
+    pub act: Option<Activation>,
+    /// Rows of `n` values, indexed by the GEMM's output row.
+    pub residual: Option<&'a [f32]>,
+    pub n: usize,
 }
 
 impl Epilogue for Fused<'_> {
