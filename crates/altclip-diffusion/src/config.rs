@@ -404,31 +404,53 @@ impl UNetConfig {
             );
         }
         r.unless(
-            matches!(self.mid_block_type.as_deref(), None | Some("UNetMidBlock2DCrossAttn")),
+            matches!(
+                self.mid_block_type.as_deref(),
+                None | Some("UNetMidBlock2DCrossAttn")
+            ),
             "mid_block_type",
             format!(
                 "{:?} is not supported (UNetMidBlock2DCrossAttn or null are)",
                 self.mid_block_type
             ),
         );
-        r.unless(!self.only_cross_attention.any(), "only_cross_attention", "true is not supported");
+        r.unless(
+            !self.only_cross_attention.any(),
+            "only_cross_attention",
+            "true is not supported",
+        );
         for (field, v) in [
             ("layers_per_block", &self.layers_per_block),
             ("cross_attention_dim", &self.cross_attention_dim),
-            ("transformer_layers_per_block", &self.transformer_layers_per_block),
+            (
+                "transformer_layers_per_block",
+                &self.transformer_layers_per_block,
+            ),
             ("attention_head_dim", &self.attention_head_dim),
         ] {
-            r.unless(v.len_matches(n), field, format!("needs one entry per block ({n})"));
+            r.unless(
+                v.len_matches(n),
+                field,
+                format!("needs one entry per block ({n})"),
+            );
         }
         if let Some(heads) = &self.num_attention_heads {
-            r.unless(heads.len_matches(n), "num_attention_heads", format!("needs one entry per block ({n})"));
+            r.unless(
+                heads.len_matches(n),
+                "num_attention_heads",
+                format!("needs one entry per block ({n})"),
+            );
         }
         r.unless(
             matches!(self.cross_attention_dim, PerBlock::One(_)),
             "cross_attention_dim",
             "one value per block is not supported",
         );
-        r.unless(act_ok(&self.act_fn), "act_fn", format!("{:?} is not supported (silu is)", self.act_fn));
+        r.unless(
+            act_ok(&self.act_fn),
+            "act_fn",
+            format!("{:?} is not supported (silu is)", self.act_fn),
+        );
         r.unless(
             self.norm_num_groups.is_some_and(|g| g > 0),
             "norm_num_groups",
@@ -436,23 +458,66 @@ impl UNetConfig {
         );
         if let Some(g) = self.norm_num_groups.filter(|&g| g > 0) {
             for &c in &self.block_out_channels {
-                r.unless(c % g == 0, "norm_num_groups", format!("{g} does not divide {c} channels"));
+                r.unless(
+                    c % g == 0,
+                    "norm_num_groups",
+                    format!("{g} does not divide {c} channels"),
+                );
             }
         }
-        r.unset(&self.reverse_transformer_layers_per_block, "reverse_transformer_layers_per_block", "a separate up-path layer count");
-        r.unset(&self.encoder_hid_dim, "encoder_hid_dim", "an encoder projection");
-        r.unset(&self.encoder_hid_dim_type, "encoder_hid_dim_type", "an encoder projection");
-        r.unless(!self.dual_cross_attention, "dual_cross_attention", "true is not supported");
-        r.unset(&self.class_embed_type, "class_embed_type", "class conditioning");
-        r.unset(&self.addition_embed_type, "addition_embed_type", "added conditioning (SDXL)");
-        r.unset(&self.addition_time_embed_dim, "addition_time_embed_dim", "added time conditioning (SDXL)");
-        r.unset(&self.num_class_embeds, "num_class_embeds", "class conditioning");
+        r.unset(
+            &self.reverse_transformer_layers_per_block,
+            "reverse_transformer_layers_per_block",
+            "a separate up-path layer count",
+        );
+        r.unset(
+            &self.encoder_hid_dim,
+            "encoder_hid_dim",
+            "an encoder projection",
+        );
+        r.unset(
+            &self.encoder_hid_dim_type,
+            "encoder_hid_dim_type",
+            "an encoder projection",
+        );
+        r.unless(
+            !self.dual_cross_attention,
+            "dual_cross_attention",
+            "true is not supported",
+        );
+        r.unset(
+            &self.class_embed_type,
+            "class_embed_type",
+            "class conditioning",
+        );
+        r.unset(
+            &self.addition_embed_type,
+            "addition_embed_type",
+            "added conditioning (SDXL)",
+        );
+        r.unset(
+            &self.addition_time_embed_dim,
+            "addition_time_embed_dim",
+            "added time conditioning (SDXL)",
+        );
+        r.unset(
+            &self.num_class_embeds,
+            "num_class_embeds",
+            "class conditioning",
+        );
         r.unless(
             self.resnet_time_scale_shift == "default",
             "resnet_time_scale_shift",
-            format!("{:?} is not supported (\"default\" is)", self.resnet_time_scale_shift),
+            format!(
+                "{:?} is not supported (\"default\" is)",
+                self.resnet_time_scale_shift
+            ),
         );
-        r.unless(!self.resnet_skip_time_act, "resnet_skip_time_act", "true is not supported");
+        r.unless(
+            !self.resnet_skip_time_act,
+            "resnet_skip_time_act",
+            "true is not supported",
+        );
         r.unless(
             self.resnet_out_scale_factor.is_finite() && self.resnet_out_scale_factor != 0.0,
             "resnet_out_scale_factor",
@@ -466,27 +531,64 @@ impl UNetConfig {
         r.unless(
             self.time_embedding_type == "positional",
             "time_embedding_type",
-            format!("{:?} is not supported (\"positional\" is)", self.time_embedding_type),
+            format!(
+                "{:?} is not supported (\"positional\" is)",
+                self.time_embedding_type
+            ),
         );
-        r.unset(&self.time_embedding_act_fn, "time_embedding_act_fn", "an activation after the time embedding");
-        r.unset(&self.timestep_post_act, "timestep_post_act", "an activation inside the time embedding");
-        r.unset(&self.time_cond_proj_dim, "time_cond_proj_dim", "timestep conditioning (LCM)");
-        for (field, k) in [("conv_in_kernel", self.conv_in_kernel), ("conv_out_kernel", self.conv_out_kernel)] {
-            r.unless(k % 2 == 1, field, format!("{k}: only odd kernel sizes keep the size, as diffusers pads (k-1)/2"));
+        r.unset(
+            &self.time_embedding_act_fn,
+            "time_embedding_act_fn",
+            "an activation after the time embedding",
+        );
+        r.unset(
+            &self.timestep_post_act,
+            "timestep_post_act",
+            "an activation inside the time embedding",
+        );
+        r.unset(
+            &self.time_cond_proj_dim,
+            "time_cond_proj_dim",
+            "timestep conditioning (LCM)",
+        );
+        for (field, k) in [
+            ("conv_in_kernel", self.conv_in_kernel),
+            ("conv_out_kernel", self.conv_out_kernel),
+        ] {
+            r.unless(
+                k % 2 == 1,
+                field,
+                format!("{k}: only odd kernel sizes keep the size, as diffusers pads (k-1)/2"),
+            );
         }
-        r.unset(&self.projection_class_embeddings_input_dim, "projection_class_embeddings_input_dim", "class conditioning");
+        r.unset(
+            &self.projection_class_embeddings_input_dim,
+            "projection_class_embeddings_input_dim",
+            "class conditioning",
+        );
         r.unless(
             self.attention_type == "default",
             "attention_type",
-            format!("{:?} is not supported (\"default\" is)", self.attention_type),
+            format!(
+                "{:?} is not supported (\"default\" is)",
+                self.attention_type
+            ),
         );
-        r.unless(!self.class_embeddings_concat, "class_embeddings_concat", "true is not supported");
+        r.unless(
+            !self.class_embeddings_concat,
+            "class_embeddings_concat",
+            "true is not supported",
+        );
         r.unless(
             self.mid_block_only_cross_attention != Some(true),
             "mid_block_only_cross_attention",
             "true is not supported",
         );
-        r.unset(&self.cross_attention_norm, "cross_attention_norm", "a norm on the conditioning");
+        r.unset(
+            &self.cross_attention_norm,
+            "cross_attention_norm",
+            "a norm on the conditioning",
+        );
         r.unless(
             self.freq_shift.is_finite() && self.norm_eps.is_finite() && self.norm_eps >= 0.0,
             "freq_shift/norm_eps",
@@ -535,13 +637,29 @@ impl VaeConfig {
             format!("need one entry per block_out_channels entry ({n})"),
         );
         for (i, kind) in self.down_block_types.iter().enumerate() {
-            r.unless(kind == "DownEncoderBlock2D", &format!("down_block_types[{i}]"), format!("{kind} is not supported (DownEncoderBlock2D is)"));
+            r.unless(
+                kind == "DownEncoderBlock2D",
+                &format!("down_block_types[{i}]"),
+                format!("{kind} is not supported (DownEncoderBlock2D is)"),
+            );
         }
         for (i, kind) in self.up_block_types.iter().enumerate() {
-            r.unless(kind == "UpDecoderBlock2D", &format!("up_block_types[{i}]"), format!("{kind} is not supported (UpDecoderBlock2D is)"));
+            r.unless(
+                kind == "UpDecoderBlock2D",
+                &format!("up_block_types[{i}]"),
+                format!("{kind} is not supported (UpDecoderBlock2D is)"),
+            );
         }
-        r.unless(act_ok(&self.act_fn), "act_fn", format!("{:?} is not supported (silu is)", self.act_fn));
-        r.unless(self.norm_num_groups > 0, "norm_num_groups", "must be positive");
+        r.unless(
+            act_ok(&self.act_fn),
+            "act_fn",
+            format!("{:?} is not supported (silu is)", self.act_fn),
+        );
+        r.unless(
+            self.norm_num_groups > 0,
+            "norm_num_groups",
+            "must be positive",
+        );
         for &c in &self.block_out_channels {
             r.unless(
                 self.norm_num_groups > 0 && c % self.norm_num_groups == 0,
@@ -556,10 +674,26 @@ impl VaeConfig {
         );
         // The Stable Diffusion pipelines never read these; a VAE that needs
         // them (SD3, Flux, SDXL's) would decode wrongly here, so they are refused.
-        r.unset(&self.shift_factor, "shift_factor", "a latent shift (SD3/Flux VAEs)");
-        r.unset(&self.latents_mean, "latents_mean", "latent statistics (SDXL-style VAEs)");
-        r.unset(&self.latents_std, "latents_std", "latent statistics (SDXL-style VAEs)");
-        r.unless(self.sample_size.is_none_or(|s| s > 0), "sample_size", "must be positive");
+        r.unset(
+            &self.shift_factor,
+            "shift_factor",
+            "a latent shift (SD3/Flux VAEs)",
+        );
+        r.unset(
+            &self.latents_mean,
+            "latents_mean",
+            "latent statistics (SDXL-style VAEs)",
+        );
+        r.unset(
+            &self.latents_std,
+            "latents_std",
+            "latent statistics (SDXL-style VAEs)",
+        );
+        r.unless(
+            self.sample_size.is_none_or(|s| s > 0),
+            "sample_size",
+            "must be positive",
+        );
         r.finish()
     }
 
@@ -574,7 +708,8 @@ mod tests {
     use super::*;
 
     fn unet(json: &str) -> Result<UNetConfig> {
-        let c: UNetConfig = serde_json::from_str(json).map_err(|e| bad(Path::new("c"), e.to_string()))?;
+        let c: UNetConfig =
+            serde_json::from_str(json).map_err(|e| bad(Path::new("c"), e.to_string()))?;
         c.check(Path::new("unet/config.json"))?;
         Ok(c)
     }
@@ -592,22 +727,46 @@ mod tests {
     fn unsupported_settings_are_refused_by_name() {
         for (json, field) in [
             (r#"{"class_embed_type": "timestep"}"#, "class_embed_type"),
-            (r#"{"addition_embed_type": "text_time"}"#, "addition_embed_type"),
-            (r#"{"resnet_time_scale_shift": "scale_shift"}"#, "resnet_time_scale_shift"),
-            (r#"{"only_cross_attention": [true, false, false, false]}"#, "only_cross_attention"),
+            (
+                r#"{"addition_embed_type": "text_time"}"#,
+                "addition_embed_type",
+            ),
+            (
+                r#"{"resnet_time_scale_shift": "scale_shift"}"#,
+                "resnet_time_scale_shift",
+            ),
+            (
+                r#"{"only_cross_attention": [true, false, false, false]}"#,
+                "only_cross_attention",
+            ),
             (r#"{"norm_num_groups": 48}"#, "norm_num_groups"),
             (r#"{"act_fn": "mish"}"#, "act_fn"),
-            (r#"{"time_embedding_type": "fourier"}"#, "time_embedding_type"),
-            (r#"{"mid_block_type": "UNetMidBlock2DSimpleCrossAttn"}"#, "mid_block_type"),
-            (r#"{"down_block_types": ["DownBlock2D"]}"#, "down_block_types"),
+            (
+                r#"{"time_embedding_type": "fourier"}"#,
+                "time_embedding_type",
+            ),
+            (
+                r#"{"mid_block_type": "UNetMidBlock2DSimpleCrossAttn"}"#,
+                "mid_block_type",
+            ),
+            (
+                r#"{"down_block_types": ["DownBlock2D"]}"#,
+                "down_block_types",
+            ),
             (r#"{"attention_head_dim": [8, 8]}"#, "attention_head_dim"),
         ] {
             let err = unet(json).unwrap_err().to_string();
             assert!(err.contains(field), "{json}: {err}");
         }
         let v: VaeConfig = serde_json::from_str(r#"{"shift_factor": 0.1159}"#).unwrap();
-        let err = v.check(Path::new("vae/config.json")).unwrap_err().to_string();
-        assert!(err.contains("shift_factor") && err.contains("vae/config.json"), "{err}");
+        let err = v
+            .check(Path::new("vae/config.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("shift_factor") && err.contains("vae/config.json"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -615,7 +774,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("altclip-unet-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("config.json");
-        std::fs::write(&path, r#"{"_class_name": "UNet2DConditionModel", "_diffusers_version": "0.42.1"}"#).unwrap();
+        std::fs::write(
+            &path,
+            r#"{"_class_name": "UNet2DConditionModel", "_diffusers_version": "0.42.1"}"#,
+        )
+        .unwrap();
         UNetConfig::from_file(&path).unwrap();
         std::fs::write(&path, r#"{"flux_capacitor": 1}"#).unwrap();
         let err = UNetConfig::from_file(&path).unwrap_err().to_string();

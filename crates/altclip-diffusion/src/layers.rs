@@ -65,7 +65,9 @@ impl Conv2d {
             } => {
                 let [top, bottom, left, right] = geometry.padding;
                 let nchw = x.permute((0, 3, 1, 2))?;
-                let nchw = nchw.pad_with_zeros(2, top, bottom)?.pad_with_zeros(3, left, right)?;
+                let nchw = nchw
+                    .pad_with_zeros(2, top, bottom)?
+                    .pad_with_zeros(3, left, right)?;
                 let mut y = nchw.conv2d(weight, 0, geometry.stride, 1, 1)?;
                 if let Some(b) = bias {
                     y = y.broadcast_add(&b.reshape((1, (), 1, 1))?)?;
@@ -98,16 +100,22 @@ pub fn pointwise(w: &Weights, in_c: usize, out_c: usize, as_conv: bool) -> Resul
     let geometry = ConvGeometry::square(1, 1, 0);
     let Some(kernel) = w.linear_kernel() else {
         return Ok(Conv2d::Candle {
-            weight: w.get_as(&[out_c, in_c], "weight", DType::F32)?.reshape((out_c, in_c, 1, 1))?,
+            weight: w
+                .get_as(&[out_c, in_c], "weight", DType::F32)?
+                .reshape((out_c, in_c, 1, 1))?,
             bias: Some(w.get_as(&[out_c], "bias", DType::F32)?),
             geometry,
         });
     };
     let bias = w.read_f32(&[out_c], "bias", |b| Ok(b.to_vec()))?;
-    Ok(Conv2d::Packed(w.read_f32(&[out_c, in_c], "weight", |data| {
-        PackedConv2d::from_f32(data, out_c, in_c, geometry, Some(bias), kernel)
-            .map_err(altclip::Error::from)
-    })?))
+    Ok(Conv2d::Packed(w.read_f32(
+        &[out_c, in_c],
+        "weight",
+        |data| {
+            PackedConv2d::from_f32(data, out_c, in_c, geometry, Some(bias), kernel)
+                .map_err(altclip::Error::from)
+        },
+    )?))
 }
 
 /// `GroupNorm(groups, eps)` with affine parameters, optionally followed by SiLU.
@@ -181,7 +189,14 @@ impl ResnetBlock2D {
             norm2: GroupNorm::load(&w.pp("norm2"), out_c, norms.groups, norms.eps)?,
             conv2: Conv2d::load(&w.pp("conv2"), out_c, out_c, conv3)?,
             conv_shortcut: (in_c != out_c)
-                .then(|| Conv2d::load(&w.pp("conv_shortcut"), in_c, out_c, ConvGeometry::square(1, 1, 0)))
+                .then(|| {
+                    Conv2d::load(
+                        &w.pp("conv_shortcut"),
+                        in_c,
+                        out_c,
+                        ConvGeometry::square(1, 1, 0),
+                    )
+                })
                 .transpose()?,
             output_scale_factor,
         })
@@ -249,7 +264,12 @@ pub struct Upsample2D {
 impl Upsample2D {
     pub fn load(w: &Weights, channels: usize) -> Result<Self> {
         Ok(Self {
-            conv: Conv2d::load(&w.pp("conv"), channels, channels, ConvGeometry::square(3, 1, 1))?,
+            conv: Conv2d::load(
+                &w.pp("conv"),
+                channels,
+                channels,
+                ConvGeometry::square(3, 1, 1),
+            )?,
         })
     }
 

@@ -108,7 +108,11 @@ pub fn compute_plan(dtype: DType, device: &Device) -> Result<ComputePlan> {
             ),
         }),
         other => Err(Error::Dtype {
-            dtype: if other == DType::F16 { "f16" } else { "this dtype" },
+            dtype: if other == DType::F16 {
+                "f16"
+            } else {
+                "this dtype"
+            },
             device: "CPU",
             reason: "the CPU kernels take f32 and bf16".into(),
         }),
@@ -154,10 +158,12 @@ impl AltDiffusion {
                     .into(),
             });
         }
-        let weights = |name: &str| -> Result<Weights> {
-            let path = weight_file(&dir.join(name))?;
-            Ok(Weights::from_file(&path, plan.activations, device)?.with_linear_kernel(plan.linear))
-        };
+        let weights =
+            |name: &str| -> Result<Weights> {
+                let path = weight_file(&dir.join(name))?;
+                Ok(Weights::from_file(&path, plan.activations, device)?
+                    .with_linear_kernel(plan.linear))
+            };
         let mut tokenizer = TextTokenizer::from_dir(&dir.join("tokenizer"))?;
         tokenizer.set_max_length(PROMPT_TOKENS)?;
         Ok(Self {
@@ -323,7 +329,11 @@ impl AltDiffusion {
             resized = resize(image, w, h, Filter::Lanczos);
             &resized
         };
-        let data: Vec<f32> = image.as_raw().iter().map(|&v| v as f32 / 255.0 * 2.0 - 1.0).collect();
+        let data: Vec<f32> = image
+            .as_raw()
+            .iter()
+            .map(|&v| v as f32 / 255.0 * 2.0 - 1.0)
+            .collect();
         let hwc = Tensor::from_vec(data, (h as usize, w as usize, 3), &self.device)?;
         Ok(hwc.permute((2, 0, 1))?.unsqueeze(0)?.contiguous()?)
     }
@@ -339,7 +349,8 @@ impl AltDiffusion {
         noise: &Tensor,
     ) -> Result<Tensor> {
         let dist = self.vae.encode(&self.init_pixels(&init.image)?)?;
-        let latents = (dist.latents(sample_noise.filter(|_| init.sample))? * self.vae.config().scaling_factor)?;
+        let latents = (dist.latents(sample_noise.filter(|_| init.sample))?
+            * self.vae.config().scaling_factor)?;
         scheduler.add_noise(&latents, noise, 0)
     }
 
@@ -360,7 +371,12 @@ impl AltDiffusion {
             Some(init) => {
                 let pixels = self.init_pixels(&init.image)?;
                 let f = self.vae.factor();
-                let shape = [1, self.vae.config().latent_channels, pixels.dim(2)? / f, pixels.dim(3)? / f];
+                let shape = [
+                    1,
+                    self.vae.config().latent_channels,
+                    pixels.dim(2)? / f,
+                    pixels.dim(3)? / f,
+                ];
                 let sample = gaussian(&shape, opts.seed ^ SAMPLE_SALT, &self.device)?;
                 let noise = gaussian(&shape, opts.seed, &self.device)?;
                 self.init_latents(init, &scheduler, Some(&sample), &noise)?

@@ -71,12 +71,20 @@ impl Attention {
 }
 
 /// `softmax(scale·QKᵀ)·V` with candle's matmul, in chunks of queries.
-fn candle_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f64) -> Result<Tensor> {
+fn candle_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    scale: f64,
+) -> Result<Tensor> {
     let (b, lq, d) = q.dims3()?;
     let lk = k.dim(1)?;
     let dh = d / heads;
     let split = |t: &Tensor, l: usize| -> Result<Tensor> {
-        Ok(t.reshape((b, l, heads, dh))?.transpose(1, 2)?.contiguous()?)
+        Ok(t.reshape((b, l, heads, dh))?
+            .transpose(1, 2)?
+            .contiguous()?)
     };
     let (q, k, v) = (split(q, lq)?, split(k, lk)?, split(v, lk)?);
     let kt = k.t()?.contiguous()?;
@@ -86,7 +94,9 @@ fn candle_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f64
         let s = (q.narrow(2, start, len)?.matmul(&kt)? * scale)?;
         parts.push(candle_nn::ops::softmax_last_dim(&s)?.matmul(&v)?);
     }
-    Ok(Tensor::cat(&parts, 2)?.transpose(1, 2)?.reshape((b, lq, d))?)
+    Ok(Tensor::cat(&parts, 2)?
+        .transpose(1, 2)?
+        .reshape((b, lq, d))?)
 }
 
 /// diffusers' `FeedForward` with GEGLU: `net.2(geglu(net.0.proj(x)))`.
@@ -136,7 +146,9 @@ impl BasicTransformerBlock {
 
     fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
         let x = self.attn1.forward(&self.norm1.forward(x)?, None, Some(x))?;
-        let x = self.attn2.forward(&self.norm2.forward(&x)?, Some(context), Some(&x))?;
+        let x = self
+            .attn2
+            .forward(&self.norm2.forward(&x)?, Some(context), Some(&x))?;
         self.ff.forward(&self.norm3.forward(&x)?, &x)
     }
 }
@@ -168,7 +180,14 @@ impl Transformer2DModel {
             norm: GroupNorm::load(&w.pp("norm"), c, norms.groups, 1e-6)?,
             proj_in: pointwise(&w.pp("proj_in"), c, c, !s.linear_projection)?,
             blocks: (0..s.layers)
-                .map(|i| BasicTransformerBlock::load(&w.pp("transformer_blocks").pp(i), c, s.heads, s.context_dim))
+                .map(|i| {
+                    BasicTransformerBlock::load(
+                        &w.pp("transformer_blocks").pp(i),
+                        c,
+                        s.heads,
+                        s.context_dim,
+                    )
+                })
                 .collect::<Result<_>>()?,
             proj_out: pointwise(&w.pp("proj_out"), c, c, !s.linear_projection)?,
         })
@@ -177,11 +196,15 @@ impl Transformer2DModel {
     /// `x` `[B, H, W, C]`, `context` `[B, L, context_dim]`.
     pub fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
         let (b, h, w, c) = x.dims4()?;
-        let mut t = self.proj_in.forward(&self.norm.forward(x, false)?)?.reshape((b, h * w, c))?;
+        let mut t = self
+            .proj_in
+            .forward(&self.norm.forward(x, false)?)?
+            .reshape((b, h * w, c))?;
         for block in &self.blocks {
             t = block.forward(&t, context)?;
         }
-        self.proj_out.forward_fused(&t.reshape((b, h, w, c))?, None, false, Some(x))
+        self.proj_out
+            .forward_fused(&t.reshape((b, h, w, c))?, None, false, Some(x))
     }
 }
 
@@ -204,6 +227,9 @@ impl SpatialAttention {
         let (b, h, w, c) = x.dims4()?;
         let t = self.norm.forward(x, false)?.reshape((b, h * w, c))?;
         let flat = x.reshape((b, h * w, c))?;
-        Ok(self.attention.forward(&t, None, Some(&flat))?.reshape((b, h, w, c))?)
+        Ok(self
+            .attention
+            .forward(&t, None, Some(&flat))?
+            .reshape((b, h, w, c))?)
     }
 }

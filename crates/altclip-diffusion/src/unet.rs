@@ -71,7 +71,9 @@ impl UNet2DConditionModel {
     pub fn load(dir: &Path, w: &Weights) -> Result<Self> {
         let c = UNetConfig::from_file(&dir.join("config.json"))?;
         Self::new(c, w).map_err(|e| match e {
-            Error::Engine(e) => crate::config::bad(dir, format!("the weights do not fit config.json: {e}")),
+            Error::Engine(e) => {
+                crate::config::bad(dir, format!("the weights do not fit config.json: {e}"))
+            }
             e => e,
         })
     }
@@ -109,11 +111,25 @@ impl UNet2DConditionModel {
             let (input, out) = (if i == 0 { ch[0] } else { ch[i - 1] }, ch[i]);
             let layers = c.layers_per_block.get(i);
             let resnets = (0..layers)
-                .map(|j| resnet(&w.pp("resnets").pp(j), if j == 0 { input } else { out }, out, c.resnet_out_scale_factor))
+                .map(|j| {
+                    resnet(
+                        &w.pp("resnets").pp(j),
+                        if j == 0 { input } else { out },
+                        out,
+                        c.resnet_out_scale_factor,
+                    )
+                })
                 .collect::<Result<_>>()?;
             let attentions = match kind.as_str() {
                 "CrossAttnDownBlock2D" => (0..layers)
-                    .map(|j| transformer(&w.pp("attentions").pp(j), out, i, c.transformer_layers_per_block.get(i)))
+                    .map(|j| {
+                        transformer(
+                            &w.pp("attentions").pp(j),
+                            out,
+                            i,
+                            c.transformer_layers_per_block.get(i),
+                        )
+                    })
                     .collect::<Result<_>>()?,
                 _ => Vec::new(),
             };
@@ -121,7 +137,10 @@ impl UNet2DConditionModel {
                 .then(|| Downsample2D::load(&w.pp("downsamplers").pp(0), out, c.downsample_padding))
                 .transpose()?;
             down.push(DownBlock {
-                block: Block { resnets, attentions },
+                block: Block {
+                    resnets,
+                    attentions,
+                },
                 downsampler,
             });
         }
@@ -153,12 +172,24 @@ impl UNet2DConditionModel {
                 .map(|j| {
                     let skip = if j == layers - 1 { input } else { out };
                     let from = if j == 0 { prev_out } else { out };
-                    resnet(&w.pp("resnets").pp(j), from + skip, out, c.resnet_out_scale_factor)
+                    resnet(
+                        &w.pp("resnets").pp(j),
+                        from + skip,
+                        out,
+                        c.resnet_out_scale_factor,
+                    )
                 })
                 .collect::<Result<_>>()?;
             let attentions = match kind.as_str() {
                 "CrossAttnUpBlock2D" => (0..layers)
-                    .map(|j| transformer(&w.pp("attentions").pp(j), out, rev, c.transformer_layers_per_block.get(rev)))
+                    .map(|j| {
+                        transformer(
+                            &w.pp("attentions").pp(j),
+                            out,
+                            rev,
+                            c.transformer_layers_per_block.get(rev),
+                        )
+                    })
                     .collect::<Result<_>>()?,
                 _ => Vec::new(),
             };
@@ -166,20 +197,33 @@ impl UNet2DConditionModel {
                 .then(|| Upsample2D::load(&w.pp("upsamplers").pp(0), out))
                 .transpose()?;
             up.push(UpBlock {
-                block: Block { resnets, attentions },
+                block: Block {
+                    resnets,
+                    attentions,
+                },
                 upsampler,
             });
             prev_out = out;
         }
         Ok(Self {
-            conv_in: Conv2d::load(&w.pp("conv_in"), c.in_channels, ch[0], same_padding(c.conv_in_kernel))?,
+            conv_in: Conv2d::load(
+                &w.pp("conv_in"),
+                c.in_channels,
+                ch[0],
+                same_padding(c.conv_in_kernel),
+            )?,
             linear_1: Linear::load(&w.pp("time_embedding.linear_1"), ch[0], temb)?,
             linear_2: Linear::load(&w.pp("time_embedding.linear_2"), temb, temb)?,
             down,
             mid,
             up,
             conv_norm_out: GroupNorm::load(&w.pp("conv_norm_out"), ch[0], norms.groups, norms.eps)?,
-            conv_out: Conv2d::load(&w.pp("conv_out"), ch[0], c.out_channels, same_padding(c.conv_out_kernel))?,
+            conv_out: Conv2d::load(
+                &w.pp("conv_out"),
+                ch[0],
+                c.out_channels,
+                same_padding(c.conv_out_kernel),
+            )?,
             config: c,
         })
     }
@@ -200,7 +244,11 @@ impl UNet2DConditionModel {
             .map(|i| (log_period * i as f32 / (half as f32 - shift)).exp() * t as f32)
             .collect();
         let (sin, cos): (Vec<f32>, Vec<f32>) = args.iter().map(|a| (a.sin(), a.cos())).unzip();
-        let mut row = if self.config.flip_sin_to_cos { [cos, sin].concat() } else { [sin, cos].concat() };
+        let mut row = if self.config.flip_sin_to_cos {
+            [cos, sin].concat()
+        } else {
+            [sin, cos].concat()
+        };
         row.resize(dim, 0.0);
         Ok(Tensor::from_vec(row.repeat(batch), (batch, dim), device)?)
     }
@@ -210,12 +258,17 @@ impl UNet2DConditionModel {
     pub fn forward(&self, sample: &Tensor, t: f64, context: &Tensor) -> Result<Tensor> {
         let (b, _, _, _) = sample.dims4()?;
         let context = context.to_dtype(DType::F32)?.contiguous()?;
-        let mut x = sample.to_dtype(DType::F32)?.permute((0, 2, 3, 1))?.contiguous()?;
+        let mut x = sample
+            .to_dtype(DType::F32)?
+            .permute((0, 2, 3, 1))?
+            .contiguous()?;
         if self.config.center_input_sample {
             x = ((x * 2.0)? - 1.0)?;
         }
         let temb = self.time_proj(t, b, sample.device())?;
-        let temb = self.linear_2.forward(&self.linear_1.forward(&temb)?.silu()?)?;
+        let temb = self
+            .linear_2
+            .forward(&self.linear_1.forward(&temb)?.silu()?)?;
 
         let mut x = self.conv_in.forward(&x)?;
         let mut skips = vec![x.clone()];
@@ -237,8 +290,12 @@ impl UNet2DConditionModel {
         }
         for u in &self.up {
             for j in 0..u.block.resnets.len() {
-                let skip = skips.pop().ok_or_else(|| Error::Unsupported("the UNet ran out of skip connections".into()))?;
-                x = u.block.layer(j, &Tensor::cat(&[&x, &skip], 3)?, &temb, &context)?;
+                let skip = skips.pop().ok_or_else(|| {
+                    Error::Unsupported("the UNet ran out of skip connections".into())
+                })?;
+                x = u
+                    .block
+                    .layer(j, &Tensor::cat(&[&x, &skip], 3)?, &temb, &context)?;
             }
             if let Some(us) = &u.upsampler {
                 // The next skip's size: twice this one's, or one less where

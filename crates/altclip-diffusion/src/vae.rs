@@ -28,7 +28,9 @@ struct MidBlock {
 
 impl MidBlock {
     fn load(w: &Weights, channels: usize, norms: Norms, attention: bool) -> Result<Self> {
-        let resnet = |j: usize| ResnetBlock2D::load(&w.pp("resnets").pp(j), channels, channels, None, norms, 1.0);
+        let resnet = |j: usize| {
+            ResnetBlock2D::load(&w.pp("resnets").pp(j), channels, channels, None, norms, 1.0)
+        };
         Ok(Self {
             first: resnet(0)?,
             attention: attention
@@ -97,7 +99,9 @@ fn conv1(w: &Weights, i: usize, o: usize) -> Result<Conv2d> {
 }
 
 fn nhwc(x: &Tensor) -> Result<Tensor> {
-    Ok(x.to_dtype(DType::F32)?.permute((0, 2, 3, 1))?.contiguous()?)
+    Ok(x.to_dtype(DType::F32)?
+        .permute((0, 2, 3, 1))?
+        .contiguous()?)
 }
 
 fn nchw(x: &Tensor) -> Result<Tensor> {
@@ -110,7 +114,9 @@ impl AutoencoderKL {
     pub fn load(dir: &Path, w: &Weights) -> Result<Self> {
         let c = VaeConfig::from_file(&dir.join("config.json"))?;
         Self::new(c, w).map_err(|e| match e {
-            Error::Engine(e) => crate::config::bad(dir, format!("the weights do not fit config.json: {e}")),
+            Error::Engine(e) => {
+                crate::config::bad(dir, format!("the weights do not fit config.json: {e}"))
+            }
             e => e,
         })
     }
@@ -123,7 +129,8 @@ impl AutoencoderKL {
             groups: c.norm_num_groups,
             eps: VAE_EPS,
         };
-        let resnet = |w: &Weights, i: usize, o: usize| ResnetBlock2D::load(w, i, o, None, norms, 1.0);
+        let resnet =
+            |w: &Weights, i: usize, o: usize| ResnetBlock2D::load(w, i, o, None, norms, 1.0);
         let (l, last) = (c.latent_channels, ch[n - 1]);
 
         let e = w.pp("encoder");
@@ -132,9 +139,17 @@ impl AutoencoderKL {
             let w = e.pp("down_blocks").pp(i);
             let (input, out) = (if i == 0 { ch[0] } else { ch[i - 1] }, ch[i]);
             let resnets = (0..c.layers_per_block)
-                .map(|j| resnet(&w.pp("resnets").pp(j), if j == 0 { input } else { out }, out))
+                .map(|j| {
+                    resnet(
+                        &w.pp("resnets").pp(j),
+                        if j == 0 { input } else { out },
+                        out,
+                    )
+                })
                 .collect::<Result<_>>()?;
-            let down = (i + 1 < n).then(|| Downsample2D::load(&w.pp("downsamplers").pp(0), out, 0)).transpose()?;
+            let down = (i + 1 < n)
+                .then(|| Downsample2D::load(&w.pp("downsamplers").pp(0), out, 0))
+                .transpose()?;
             blocks.push((resnets, down));
         }
         let encoder = Encoder {
@@ -154,7 +169,9 @@ impl AutoencoderKL {
             let resnets = (0..=c.layers_per_block)
                 .map(|j| resnet(&w.pp("resnets").pp(j), if j == 0 { prev } else { out }, out))
                 .collect::<Result<_>>()?;
-            let up = (i + 1 < n).then(|| Upsample2D::load(&w.pp("upsamplers").pp(0), out)).transpose()?;
+            let up = (i + 1 < n)
+                .then(|| Upsample2D::load(&w.pp("upsamplers").pp(0), out))
+                .transpose()?;
             blocks.push((resnets, up));
             prev = out;
         }
@@ -166,8 +183,14 @@ impl AutoencoderKL {
             conv_out: conv3(&d.pp("conv_out"), ch[0], c.out_channels)?,
         };
         Ok(Self {
-            quant_conv: c.use_quant_conv.then(|| conv1(&w.pp("quant_conv"), 2 * l, 2 * l)).transpose()?,
-            post_quant_conv: c.use_post_quant_conv.then(|| conv1(&w.pp("post_quant_conv"), l, l)).transpose()?,
+            quant_conv: c
+                .use_quant_conv
+                .then(|| conv1(&w.pp("quant_conv"), 2 * l, 2 * l))
+                .transpose()?,
+            post_quant_conv: c
+                .use_post_quant_conv
+                .then(|| conv1(&w.pp("post_quant_conv"), l, l))
+                .transpose()?,
             config: c,
             encoder,
             decoder,
@@ -253,7 +276,9 @@ impl AutoencoderKL {
         for i in (0..h).step_by(overlap) {
             let mut row = Vec::new();
             for j in (0..w).step_by(overlap) {
-                let tile = z.narrow(2, i, latent.min(h - i))?.narrow(3, j, latent.min(w - j))?;
+                let tile = z
+                    .narrow(2, i, latent.min(h - i))?
+                    .narrow(3, j, latent.min(w - j))?;
                 row.push(self.decode(&tile.contiguous()?)?);
             }
             rows.push(row);
@@ -298,5 +323,8 @@ fn blend_along(a: &Tensor, b: &Tensor, extent: usize, dim: usize) -> Result<Tens
     let tail = a.narrow(dim, a.dim(dim)? - extent, extent)?;
     let head = b.narrow(dim, 0, extent)?;
     let mixed = (tail.broadcast_mul(&(1.0 - &ramp)?)? + head.broadcast_mul(&ramp)?)?;
-    Ok(Tensor::cat(&[mixed, b.narrow(dim, extent, len - extent)?], dim)?)
+    Ok(Tensor::cat(
+        &[mixed, b.narrow(dim, extent, len - extent)?],
+        dim,
+    )?)
 }

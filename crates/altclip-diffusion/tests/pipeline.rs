@@ -61,7 +61,11 @@ fn unet_vae_and_three_pipeline_steps_match_diffusers() {
     };
     let latents = tensor(&p["latents"], &[1, 4, 8, 8]);
     let out = pipe.denoise(latents, &opts, &mut |_, _| {}).unwrap();
-    let image = pipe.decode(&out, false).unwrap().permute((0, 2, 3, 1)).unwrap();
+    let image = pipe
+        .decode(&out, false)
+        .unwrap()
+        .permute((0, 2, 3, 1))
+        .unwrap();
     let d_image = max_abs_diff(&image, &tensor(&p["image"], &indices(&p["image_shape"])));
     assert!(d_image < 1e-4, "pipeline image max |Δ| {d_image}");
     eprintln!("max |Δ|: UNet {d_unet:e}, VAE {d_vae:e}, 3-step pipeline image {d_image:e}");
@@ -147,7 +151,10 @@ fn img2img_matches_diffusers_from_the_same_noise() {
     let dist = pipe.vae.encode(&pixels).unwrap();
     let d_mean = max_abs_diff(&dist.mean, &tensor(&r["mean"], &shape));
     let d_std = max_abs_diff(&dist.std, &tensor(&r["std"], &shape));
-    assert!(d_mean < 1e-4 && d_std < 1e-4, "encode max |Δ| mean {d_mean}, std {d_std}");
+    assert!(
+        d_mean < 1e-4 && d_std < 1e-4,
+        "encode max |Δ| mean {d_mean}, std {d_std}"
+    );
 
     let opts = GenerateOptions {
         init: Some(InitImage {
@@ -155,22 +162,40 @@ fn img2img_matches_diffusers_from_the_same_noise() {
             strength: r["strength"].as_f64().unwrap(),
             sample: true,
         }),
-        ..options(r["prompt"].as_str().unwrap(), "", r["steps"].as_u64().unwrap() as usize, r["guidance_scale"].as_f64().unwrap())
+        ..options(
+            r["prompt"].as_str().unwrap(),
+            "",
+            r["steps"].as_u64().unwrap() as usize,
+            r["guidance_scale"].as_f64().unwrap(),
+        )
     };
     let scheduler = pipe.scheduler(&opts).unwrap();
     // int(5 · 0.6) = 3 of the 5 steps; PNDM's list has one repeated entry.
     assert_eq!(scheduler.timesteps().len(), 4);
     let init = opts.init.as_ref().unwrap();
     let latents = pipe
-        .init_latents(init, &scheduler, Some(&tensor(&r["sample_noise"], &shape)), &tensor(&r["noise"], &shape))
+        .init_latents(
+            init,
+            &scheduler,
+            Some(&tensor(&r["sample_noise"], &shape)),
+            &tensor(&r["noise"], &shape),
+        )
         .unwrap();
     let mut steps = 0;
-    let out = pipe.denoise(latents, &opts, &mut |_, _| steps += 1).unwrap();
+    let out = pipe
+        .denoise(latents, &opts, &mut |_, _| steps += 1)
+        .unwrap();
     assert_eq!(steps, 4);
-    let image = pipe.decode(&out, false).unwrap().permute((0, 2, 3, 1)).unwrap();
+    let image = pipe
+        .decode(&out, false)
+        .unwrap()
+        .permute((0, 2, 3, 1))
+        .unwrap();
     let d_image = max_abs_diff(&image, &tensor(&r["image"], &indices(&r["image_shape"])));
     assert!(d_image < 1e-4, "img2img image max |Δ| {d_image}");
-    eprintln!("img2img max |Δ|: pixels {d_pixels:e}, mean {d_mean:e}, std {d_std:e}, image {d_image:e}");
+    eprintln!(
+        "img2img max |Δ|: pixels {d_pixels:e}, mean {d_mean:e}, std {d_std:e}, image {d_image:e}"
+    );
 
     // The whole call, from the seed: reproducible, and close to the init image at low strength.
     let a = pipe.generate(&opts, &mut |_, _| {}).unwrap();
@@ -206,34 +231,56 @@ fn tiled_decode_blends_tiles_as_diffusers_does() {
 #[test]
 fn uncommon_configs_compute_as_diffusers_does() {
     let root = fixtures().join("tiny-uncommon");
-    let r: Value = serde_json::from_slice(&std::fs::read(root.join("reference.json")).unwrap()).unwrap();
+    let r: Value =
+        serde_json::from_slice(&std::fs::read(root.join("reference.json")).unwrap()).unwrap();
     let pipe = AltDiffusion::load(&root, DType::F32, &Device::Cpu).unwrap();
 
     let u = &r["unet"];
     let sample = tensor(&u["sample"], &indices(&u["sample_shape"]));
     let states = tensor(&u["encoder_hidden_states"], &indices(&u["states_shape"]));
-    let got = pipe.unet.forward(&sample, u["timestep"].as_f64().unwrap(), &states).unwrap();
+    let got = pipe
+        .unet
+        .forward(&sample, u["timestep"].as_f64().unwrap(), &states)
+        .unwrap();
     let d_unet = max_abs_diff(&got, &tensor(&u["output"], &indices(&u["shape"])));
     assert!(d_unet < 1e-4, "UNet (odd 5×7 latents) max |Δ| {d_unet}");
 
     let v = &r["vae"];
     let latents = tensor(&v["latents"], &indices(&v["latent_shape"]));
-    let decoded = pipe.vae.decode(&(&latents / pipe.vae.config().scaling_factor).unwrap()).unwrap();
+    let decoded = pipe
+        .vae
+        .decode(&(&latents / pipe.vae.config().scaling_factor).unwrap())
+        .unwrap();
     let d_vae = max_abs_diff(&decoded, &tensor(&v["decoded"], &indices(&v["shape"])));
     assert!(d_vae < 1e-4, "VAE decode max |Δ| {d_vae}");
-    let dist = pipe.vae.encode(&tensor(&v["image"], &indices(&v["image_shape"]))).unwrap();
+    let dist = pipe
+        .vae
+        .encode(&tensor(&v["image"], &indices(&v["image_shape"])))
+        .unwrap();
     let shape = dist.mean.dims().to_vec();
     let d_mean = max_abs_diff(&dist.mean, &tensor(&v["mean"], &shape));
     let d_std = max_abs_diff(&dist.std, &tensor(&v["std"], &shape));
-    assert!(d_mean < 1e-4 && d_std < 1e-4, "VAE encode max |Δ| {d_mean}, {d_std}");
+    assert!(
+        d_mean < 1e-4 && d_std < 1e-4,
+        "VAE encode max |Δ| {d_mean}, {d_std}"
+    );
 
     let p = &r["pipeline"];
     let opts = GenerateOptions {
         width: 24,
-        ..options(p["prompt"].as_str().unwrap(), p["negative_prompt"].as_str().unwrap(), 2, p["guidance_scale"].as_f64().unwrap())
+        ..options(
+            p["prompt"].as_str().unwrap(),
+            p["negative_prompt"].as_str().unwrap(),
+            2,
+            p["guidance_scale"].as_f64().unwrap(),
+        )
     };
     let out = pipe.denoise(latents, &opts, &mut |_, _| {}).unwrap();
-    let image = pipe.decode(&out, false).unwrap().permute((0, 2, 3, 1)).unwrap();
+    let image = pipe
+        .decode(&out, false)
+        .unwrap()
+        .permute((0, 2, 3, 1))
+        .unwrap();
     let d_image = max_abs_diff(&image, &tensor(&p["image"], &indices(&p["image_shape"])));
     assert!(d_image < 1e-4, "pipeline image max |Δ| {d_image}");
     eprintln!("uncommon max |Δ|: UNet {d_unet:e}, decode {d_vae:e}, encode {d_mean:e}/{d_std:e}, image {d_image:e}");
@@ -241,7 +288,14 @@ fn uncommon_configs_compute_as_diffusers_does() {
 
 /// PSNR in dB of `a` against `b`, both in `[0, 1]`.
 fn psnr(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f64 {
-    let mse = (a - b).unwrap().sqr().unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap() as f64;
+    let mse = (a - b)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap() as f64;
     10.0 * (1.0 / mse).log10()
 }
 
@@ -258,7 +312,9 @@ fn bf16_images_stay_close_to_f32() {
     let latents = tensor(&p["latents"], &[1, 4, 8, 8]);
     let run = |dtype| {
         let pipe = AltDiffusion::load(&dir(), dtype, &Device::Cpu).unwrap();
-        let out = pipe.denoise(latents.clone(), &opts, &mut |_, _| {}).unwrap();
+        let out = pipe
+            .denoise(latents.clone(), &opts, &mut |_, _| {})
+            .unwrap();
         pipe.decode(&out, false).unwrap()
     };
     let (f32_image, bf16_image) = (run(DType::F32), run(DType::BF16));
@@ -272,19 +328,54 @@ fn options_that_cannot_run_are_refused_before_any_work() {
     let pipe = AltDiffusion::load(&dir(), DType::F32, &Device::Cpu).unwrap();
     let base = options("a cat", "", 2, 7.5);
     for guidance in [f64::NAN, f64::INFINITY] {
-        let err = pipe.generate(&GenerateOptions { guidance_scale: guidance, ..base.clone() }, &mut |_, _| {}).unwrap_err();
+        let err = pipe
+            .generate(
+                &GenerateOptions {
+                    guidance_scale: guidance,
+                    ..base.clone()
+                },
+                &mut |_, _| {},
+            )
+            .unwrap_err();
         assert!(err.to_string().contains("guidance"), "{err}");
     }
-    for kind in [SchedulerKind::Pndm, SchedulerKind::Ddim, SchedulerKind::EulerAncestral, SchedulerKind::DpmPlusPlus] {
+    for kind in [
+        SchedulerKind::Pndm,
+        SchedulerKind::Ddim,
+        SchedulerKind::EulerAncestral,
+        SchedulerKind::DpmPlusPlus,
+    ] {
         // AltDiffusion's steps_offset 1 puts a 1000th step past the schedule.
-        let opts = GenerateOptions { steps: 1000, scheduler: kind, ..base.clone() };
+        let opts = GenerateOptions {
+            steps: 1000,
+            scheduler: kind,
+            ..base.clone()
+        };
         match pipe.scheduler(&opts) {
             Ok(s) => assert!(s.timesteps().iter().all(|&t| t < 1000.0), "{kind:?}"),
             Err(e) => assert!(e.to_string().contains("use fewer steps"), "{kind:?}: {e}"),
         }
-        pipe.scheduler(&GenerateOptions { steps: 1, scheduler: kind, ..base.clone() }).unwrap();
-        pipe.scheduler(&GenerateOptions { steps: 500, scheduler: kind, ..base.clone() }).unwrap();
+        pipe.scheduler(&GenerateOptions {
+            steps: 1,
+            scheduler: kind,
+            ..base.clone()
+        })
+        .unwrap();
+        pipe.scheduler(&GenerateOptions {
+            steps: 500,
+            scheduler: kind,
+            ..base.clone()
+        })
+        .unwrap();
     }
-    let one = pipe.generate(&GenerateOptions { steps: 1, ..base.clone() }, &mut |_, _| {}).unwrap();
+    let one = pipe
+        .generate(
+            &GenerateOptions {
+                steps: 1,
+                ..base.clone()
+            },
+            &mut |_, _| {},
+        )
+        .unwrap();
     assert_eq!(one.dimensions(), (16, 16));
 }

@@ -172,22 +172,37 @@ pub fn attention_blocked(
     // columns must be adjacent.
     let strides = |t: &Tensor, what: &str| match t.stride() {
         &[s0, s1, 1] => Ok((s0, s1)),
-        s => Err(refuse(format!("{what} must have adjacent columns, got strides {s:?}"))),
+        s => Err(refuse(format!(
+            "{what} must have adjacent columns, got strides {s:?}"
+        ))),
     };
     let (qs, ks, vs) = (strides(q, "q")?, strides(k, "k")?, strides(v, "v")?);
-    let packed: Vec<(PackedB, PackedB)> = crate::data::with_f32(k, "blocked attention", "k", |kd, _| {
-        crate::data::with_f32(v, "blocked attention", "v", |vd, _| {
-            (0..b * heads)
-                .into_par_iter()
-                .map(|task| {
-                    let (bi, h) = (task / heads, task % heads);
-                    let keys = PackedB::pack_strided(&kd[bi * ks.0 + h * dh..], lk, dh, (ks.1, 1), kernel);
-                    let values = PackedB::pack_strided(&vd[bi * vs.0 + h * dh..], dh, lk, (1, vs.1), kernel);
-                    (keys, values)
-                })
-                .collect()
-        })
-    })??;
+    let packed: Vec<(PackedB, PackedB)> =
+        crate::data::with_f32(k, "blocked attention", "k", |kd, _| {
+            crate::data::with_f32(v, "blocked attention", "v", |vd, _| {
+                (0..b * heads)
+                    .into_par_iter()
+                    .map(|task| {
+                        let (bi, h) = (task / heads, task % heads);
+                        let keys = PackedB::pack_strided(
+                            &kd[bi * ks.0 + h * dh..],
+                            lk,
+                            dh,
+                            (ks.1, 1),
+                            kernel,
+                        );
+                        let values = PackedB::pack_strided(
+                            &vd[bi * vs.0 + h * dh..],
+                            dh,
+                            lk,
+                            (1, vs.1),
+                            kernel,
+                        );
+                        (keys, values)
+                    })
+                    .collect()
+            })
+        })??;
     let blocks = lq.div_ceil(QUERY_BLOCK);
     let mut out = Vec::<f32>::with_capacity(b * lq * d);
     let out_ptr = OutPtr(out.as_mut_ptr());
@@ -203,7 +218,18 @@ pub fn attention_blocked(
             let a = &qd[bi * qs.0 + first * qs.1 + h * dh..];
             // SAFETY: `scores` holds m × lk floats; the kernel runs here
             // (checked on entry).
-            unsafe { gemm::gemm(a, qs.1, m, keys, scores.as_mut_ptr(), lk, &Plain, Threads::One) };
+            unsafe {
+                gemm::gemm(
+                    a,
+                    qs.1,
+                    m,
+                    keys,
+                    scores.as_mut_ptr(),
+                    lk,
+                    &Plain,
+                    Threads::One,
+                )
+            };
             for row in scores[..m * lk].chunks_mut(lk) {
                 softmax_in_place(row, scale, None, kernel);
             }
@@ -318,12 +344,21 @@ mod tests {
     #[test]
     fn blocked_attention_matches_the_formula() {
         let dev = Device::Cpu;
-        for kernel in [Kernel::Avx512, Kernel::Avx2, Kernel::Avx512Bf16, Kernel::AmxBf16] {
+        for kernel in [
+            Kernel::Avx512,
+            Kernel::Avx2,
+            Kernel::Avx512Bf16,
+            Kernel::AmxBf16,
+        ] {
             if !kernel.runs_here() {
                 eprintln!("{}", kernel.skip_line());
                 continue;
             }
-            let tol = if kernel.precision() == crate::Precision::F32 { 1e-5 } else { 3e-2 };
+            let tol = if kernel.precision() == crate::Precision::F32 {
+                1e-5
+            } else {
+                3e-2
+            };
             let (b, heads, dh) = (2, 3, 8);
             let d = heads * dh;
             for (lq, lk) in [(200, 200), (250, 7)] {
@@ -331,10 +366,19 @@ mod tests {
                 let kv = Tensor::randn(0f32, 1.0, (b, lk, 2 * d), &dev).unwrap();
                 let (k, v) = (kv.narrow(2, 0, d).unwrap(), kv.narrow(2, d, d).unwrap());
                 let split = |t: &Tensor, l: usize| {
-                    t.reshape((b, l, heads, dh)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap()
+                    t.reshape((b, l, heads, dh))
+                        .unwrap()
+                        .transpose(1, 2)
+                        .unwrap()
+                        .contiguous()
+                        .unwrap()
                 };
                 let scale = (dh as f64).powf(-0.5);
-                let s = (split(&q, lq).matmul(&split(&k.contiguous().unwrap(), lk).t().unwrap()).unwrap() * scale).unwrap();
+                let s = (split(&q, lq)
+                    .matmul(&split(&k.contiguous().unwrap(), lk).t().unwrap())
+                    .unwrap()
+                    * scale)
+                    .unwrap();
                 let p = candle_nn::ops::softmax(&s, D::Minus1).unwrap();
                 let want = p
                     .matmul(&split(&v.contiguous().unwrap(), lk))

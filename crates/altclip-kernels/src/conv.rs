@@ -102,7 +102,8 @@ impl PackedConv2d {
         for o in 0..out_channels {
             for c in 0..in_channels {
                 for t in 0..taps {
-                    reordered[o * k + t * in_channels + c] = weight[(o * in_channels + c) * taps + t];
+                    reordered[o * k + t * in_channels + c] =
+                        weight[(o * in_channels + c) * taps + t];
                 }
             }
         }
@@ -132,23 +133,6 @@ impl PackedConv2d {
     /// The kernel size, stride and padding.
     pub fn geometry(&self) -> ConvGeometry {
         self.geometry
-    }
-
-    /// The weight as PyTorch's `[out, in, kh, kw]` f32 values and the bias,
-    /// for the candle fallback and tests.
-    pub fn unpack(&self) -> (Vec<f32>, Option<Vec<f32>>) {
-        let flat = self.weight.unpack();
-        let (n, c) = (self.weight.n, self.in_channels);
-        let taps = self.geometry.kernel.0 * self.geometry.kernel.1;
-        let mut w = vec![0f32; n * c * taps];
-        for o in 0..n {
-            for t in 0..taps {
-                for ci in 0..c {
-                    w[(o * c + ci) * taps + t] = flat[o * taps * c + t * c + ci];
-                }
-            }
-        }
-        (w, self.bias.clone())
     }
 
     /// `act(conv(x) + bias + sample_bias[b]) + residual` for `x`
@@ -269,7 +253,13 @@ impl PackedConv2d {
                 let mut cols = COLUMNS.take();
                 cols.clear();
                 cols.resize(m * k, 0.0);
-                self.unfold(&x[s * h * w * c..][..h * w * c], (h, w), wo, y0..y1, &mut cols);
+                self.unfold(
+                    &x[s * h * w * c..][..h * w * c],
+                    (h, w),
+                    wo,
+                    y0..y1,
+                    &mut cols,
+                );
                 // SAFETY: this task alone writes rows y0..y1 of sample s.
                 unsafe {
                     gemm::gemm(
@@ -399,9 +389,6 @@ mod tests {
         let got = conv.forward(&nhwc(&x), None, None, None).unwrap();
         let d = max_diff(&got, &nhwc(&plain));
         assert!(d < tol, "{kernel:?} {g:?} plain: max |Δ| {d}");
-        let (w2, b2) = conv.unpack();
-        assert_eq!(w2, wt.flatten_all().unwrap().to_vec1::<f32>().unwrap());
-        assert_eq!(b2.unwrap(), bias.to_vec1::<f32>().unwrap());
     }
 
     #[test]

@@ -17,7 +17,10 @@ pub(crate) fn with_f32<R>(
     let Storage::Cpu(CpuStorage::F32(values)) = &*storage else {
         return Err(Error::Unsupported {
             op,
-            reason: format!("{what} must be an f32 tensor on the CPU, got {:?}", t.dtype()),
+            reason: format!(
+                "{what} must be an f32 tensor on the CPU, got {:?}",
+                t.dtype()
+            ),
         });
     };
     Ok(f(&values[layout.start_offset()..], layout.stride()))
