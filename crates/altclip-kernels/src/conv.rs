@@ -251,14 +251,15 @@ impl PackedConv2d {
                 let y1 = (y0 + band).min(ho);
                 let m = (y1 - y0) * wo;
                 let mut cols = COLUMNS.take();
-                cols.clear();
-                cols.resize(m * k, 0.0);
+                if cols.len() < m * k {
+                    cols.resize(m * k, 0.0);
+                }
                 self.unfold(
                     &x[s * h * w * c..][..h * w * c],
                     (h, w),
                     wo,
                     y0..y1,
-                    &mut cols,
+                    &mut cols[..m * k],
                 );
                 // SAFETY: this task alone writes rows y0..y1 of sample s.
                 unsafe {
@@ -282,7 +283,7 @@ impl PackedConv2d {
     }
 
     /// Writes the patches of output rows `rows` (one `[kh, kw, C]` patch per
-    /// output pixel, zeros where it overhangs the input) into `cols`.
+    /// output pixel, zeros where it overhangs the input) over all of `cols`.
     fn unfold(
         &self,
         x: &[f32],
@@ -306,6 +307,8 @@ impl PackedConv2d {
                         let dst = &mut patch[(ky * kw + kx) * c..][..c];
                         if iy < h && ix < w {
                             dst.copy_from_slice(&x[(iy * w + ix) * c..][..c]);
+                        } else {
+                            dst.fill(0.0);
                         }
                     }
                 }
