@@ -4,7 +4,7 @@
 //! key names under the view it is given.
 
 use altclip::weights::Weights;
-use altclip_kernels::{group_norm, Activation, ConvGeometry, Kernel, PackedConv2d};
+use altclip_kernels::{group_norm, Activation, ConvGeometry, PackedConv2d, PackedUpsampleConv2d};
 use candle_core::{DType, Tensor};
 
 use crate::error::Result;
@@ -257,26 +257,48 @@ impl Downsample2D {
 
 /// diffusers' `Upsample2D` with a convolution: nearest-neighbour to twice the
 /// size (or to `size`, the skip connection's, when the input was odd), then 3×3.
-pub struct Upsample2D {
-    conv: Conv2d,
+pub enum Upsample2D {
+    /// Upsampled, then convolved.
+    Convolve(Conv2d),
+    /// Both at once, as four 2×2 convolutions on the input (where the size
+    /// always doubles and the kernels run): 16 products per input pixel, not 36.
+    Phased(PackedUpsampleConv2d),
 }
 
 impl Upsample2D {
-    pub fn load(w: &Weights, channels: usize) -> Result<Self> {
-        Ok(Self {
-            conv: Conv2d::load(
-                &w.pp("conv"),
+    /// `doubles`: the caller never asks for another size (the VAE).
+    pub fn load(w: &Weights, channels: usize, doubles: bool) -> Result<Self> {
+        let w = w.pp("conv");
+        let kernel = w.linear_kernel().filter(|_| doubles);
+        let Some(kernel) = kernel else {
+            return Ok(Self::Convolve(Conv2d::load(
+                &w,
                 channels,
                 channels,
                 ConvGeometry::square(3, 1, 1),
-            )?,
-        })
+            )?));
+        };
+        let bias = w.read_f32(&[channels], "bias", |b| Ok(b.to_vec()))?;
+        Ok(Self::Phased(w.read_f32(
+            &[channels, channels, 3, 3],
+            "weight",
+            |data| {
+                PackedUpsampleConv2d::from_f32(data, channels, channels, Some(bias), kernel)
+                    .map_err(altclip::Error::from)
+            },
+        )?))
     }
 
     pub fn forward(&self, x: &Tensor, size: Option<(usize, usize)>) -> Result<Tensor> {
         let (_, h, w, _) = x.dims4()?;
         let (th, tw) = size.unwrap_or((2 * h, 2 * w));
-        self.conv.forward(&nearest(x, th, tw)?)
+        match self {
+            Self::Phased(p) if (th, tw) == (2 * h, 2 * w) => Ok(p.forward(x)?),
+            Self::Phased(_) => Err(crate::Error::Unsupported(format!(
+                "an upsampler built for doubling was asked for {th}x{tw} from {h}x{w}"
+            ))),
+            Self::Convolve(conv) => conv.forward(&nearest(x, th, tw)?),
+        }
     }
 }
 
@@ -290,12 +312,4 @@ pub fn nearest(x: &Tensor, th: usize, tw: usize) -> Result<Tensor> {
     };
     let x = x.index_select(&index(h, th)?, 1)?;
     Ok(x.index_select(&index(w, tw)?, 2)?.contiguous()?)
-}
-
-/// The kernel the plan packs convolutions for, if any (for `describe`).
-pub fn conv_kernel(c: &Conv2d) -> Option<Kernel> {
-    match c {
-        Conv2d::Packed(p) => Some(p.kernel()),
-        Conv2d::Candle { .. } => None,
-    }
 }

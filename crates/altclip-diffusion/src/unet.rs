@@ -194,7 +194,7 @@ impl UNet2DConditionModel {
                 _ => Vec::new(),
             };
             let upsampler = (i + 1 < n)
-                .then(|| Upsample2D::load(&w.pp("upsamplers").pp(0), out))
+                .then(|| Upsample2D::load(&w.pp("upsamplers").pp(0), out, false))
                 .transpose()?;
             up.push(UpBlock {
                 block: Block {

@@ -170,7 +170,7 @@ impl AutoencoderKL {
                 .map(|j| resnet(&w.pp("resnets").pp(j), if j == 0 { prev } else { out }, out))
                 .collect::<Result<_>>()?;
             let up = (i + 1 < n)
-                .then(|| Upsample2D::load(&w.pp("upsamplers").pp(0), out))
+                .then(|| Upsample2D::load(&w.pp("upsamplers").pp(0), out, true))
                 .transpose()?;
             blocks.push((resnets, up));
             prev = out;

@@ -200,7 +200,47 @@ impl PackedConv2d {
         act: Option<Activation>,
         residual: Option<&[f32]>,
     ) -> Vec<f32> {
+        let mut out = Vec::<f32>::with_capacity(b * ho * wo * self.weight.n);
+        let place = Placement {
+            scale: 1,
+            phase: (0, 0),
+        };
+        // SAFETY: `out` has room for the b·ho·wo·n outputs, which the call writes.
+        unsafe {
+            self.run_into(
+                x,
+                (b, h, w),
+                (ho, wo),
+                sample_bias,
+                act,
+                residual,
+                OutPtr(out.as_mut_ptr()),
+                place,
+            );
+            out.set_len(b * ho * wo * self.weight.n);
+        }
+        out
+    }
+
+    /// Writes every output pixel `(s, y, x)` through `out` at `place`.
+    ///
+    /// # Safety
+    /// `out` must have room for `b · (ho·scale) · (wo·scale) · n` floats;
+    /// concurrent calls must write disjoint phases.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run_into(
+        &self,
+        x: &[f32],
+        (b, h, w): (usize, usize, usize),
+        (ho, wo): (usize, usize),
+        sample_bias: Option<&[f32]>,
+        act: Option<Activation>,
+        residual: Option<&[f32]>,
+        out_ptr: OutPtr,
+        place: Placement,
+    ) {
         let (n, c, k) = (self.weight.n, self.in_channels, self.weight.k);
+        debug_assert!(place.scale == 1 || residual.is_none());
         // Per sample, the bias the epilogue adds: the layer's plus the sample's.
         let biases: Vec<Option<Vec<f32>>> = (0..b)
             .map(|s| match (&self.bias, sample_bias) {
@@ -222,9 +262,7 @@ impl PackedConv2d {
             residual: residual.map(|r| &r[(s * ho * wo + first_row) * n..]),
             n,
         };
-        let mut out = Vec::<f32>::with_capacity(b * ho * wo * n);
-        let out_ptr = OutPtr(out.as_mut_ptr());
-        if self.geometry.pointwise() {
+        if self.geometry.pointwise() && place.scale == 1 {
             for s in 0..b {
                 let rows = h * w;
                 // SAFETY: each call writes its sample's rows × n outputs,
@@ -244,7 +282,13 @@ impl PackedConv2d {
                 };
             }
         } else {
-            let band = (BAND_ROWS / wo).clamp(1, ho);
+            // Interleaved outputs are `scale` pixels apart: one row per band.
+            let band = match place.scale {
+                1 => (BAND_ROWS / wo).clamp(1, ho),
+                _ => 1,
+            };
+            let (dst_h, dst_w) = (ho * place.scale, wo * place.scale);
+            let (py, px) = place.phase;
             let bands = ho.div_ceil(band);
             (0..b * bands).into_par_iter().for_each(|task| {
                 let (s, y0) = (task / bands, task % bands * band);
@@ -268,8 +312,10 @@ impl PackedConv2d {
                         k,
                         m,
                         &self.weight,
-                        out_ptr.get().add((s * ho * wo + y0 * wo) * n),
-                        n,
+                        out_ptr
+                            .get()
+                            .add(((s * dst_h + y0 * place.scale + py) * dst_w + px) * n),
+                        n * place.scale,
                         &fused(s, y0 * wo),
                         Threads::One,
                     )
@@ -277,9 +323,6 @@ impl PackedConv2d {
                 COLUMNS.set(cols);
             });
         }
-        // SAFETY: the GEMMs above wrote every one of the b·ho·wo·n outputs.
-        unsafe { out.set_len(b * ho * wo * n) };
-        out
     }
 
     /// Writes the patches of output rows `rows` (one `[kh, kw, C]` patch per
@@ -314,6 +357,126 @@ impl PackedConv2d {
                 }
             }
         }
+    }
+}
+
+/// Where a convolution's output pixel `(s, y, x)` goes: pixel
+/// `(y·scale + phase.0, x·scale + phase.1)` of an output `scale` times larger.
+#[derive(Debug, Clone, Copy)]
+struct Placement {
+    scale: usize,
+    phase: (usize, usize),
+}
+
+/// Nearest-neighbour 2× upsampling followed by a 3×3 convolution (padding
+/// 1), computed on the input as four 2×2 convolutions, one per output phase.
+///
+/// After a nearest 2× upsampling, the 3×3 window of output pixel
+/// `(2y + py, 2x + px)` covers only 2×2 distinct input pixels: rows
+/// `y − 1, y` when `py = 0` (kernel rows 1 and 2 both read row `y`) and
+/// `y, y + 1` when `py = 1`, and likewise for columns. Summing the kernel
+/// taps that read the same pixel gives each phase a 2×2 kernel: 16 products
+/// per input pixel instead of 36, and the upsampled input is never built.
+#[derive(Debug)]
+pub struct PackedUpsampleConv2d {
+    /// Indexed `2·py + px`.
+    phases: Vec<PackedConv2d>,
+}
+
+impl PackedUpsampleConv2d {
+    /// From a PyTorch `[out, in, 3, 3]` weight (row-major f32) and a bias of `out`.
+    pub fn from_f32(
+        weight: &[f32],
+        out_channels: usize,
+        in_channels: usize,
+        bias: Option<Vec<f32>>,
+        kernel: Kernel,
+    ) -> Result<Self> {
+        if out_channels
+            .checked_mul(in_channels)
+            .and_then(|v| v.checked_mul(9))
+            != Some(weight.len())
+        {
+            return Err(Error::Unsupported {
+                op: "packed upsample conv2d",
+                reason: format!(
+                    "a [{out_channels}, {in_channels}, 3, 3] weight cannot hold {} values",
+                    weight.len()
+                ),
+            });
+        }
+        // Which 3×3 taps fall on each of the two input rows (or columns) a phase reads.
+        const TAPS: [[&[usize]; 2]; 2] = [[&[0], &[1, 2]], [&[0, 1], &[2]]];
+        let mut phases = Vec::with_capacity(4);
+        for (py, px) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+            let mut w2 = vec![0f32; out_channels * in_channels * 4];
+            for oc in 0..out_channels * in_channels {
+                let w3 = &weight[oc * 9..][..9];
+                for (a, rows) in TAPS[py].iter().enumerate() {
+                    for (bb, cols) in TAPS[px].iter().enumerate() {
+                        w2[oc * 4 + a * 2 + bb] = rows
+                            .iter()
+                            .flat_map(|&r| cols.iter().map(move |&c| w3[r * 3 + c]))
+                            .sum();
+                    }
+                }
+            }
+            let geometry = ConvGeometry {
+                kernel: (2, 2),
+                stride: 1,
+                padding: [1 - py, py, 1 - px, px],
+            };
+            phases.push(PackedConv2d::from_f32(
+                &w2,
+                out_channels,
+                in_channels,
+                geometry,
+                bias.clone(),
+                kernel,
+            )?);
+        }
+        Ok(Self { phases })
+    }
+
+    /// The kernel the weights are packed for.
+    pub fn kernel(&self) -> Kernel {
+        self.phases[0].kernel()
+    }
+
+    /// `conv3x3(upsample2x(x))` for `x` `[B, H, W, in]` (contiguous f32 on
+    /// the CPU): `[B, 2H, 2W, out]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, h, w, c) = x.dims4()?;
+        let first = &self.phases[0];
+        if c != first.in_channels || h == 0 || w == 0 {
+            return Err(Error::Unsupported {
+                op: "packed upsample conv2d",
+                reason: format!(
+                    "input {:?} for a weight taking {} channels",
+                    x.dims(),
+                    first.in_channels
+                ),
+            });
+        }
+        let n = first.out_channels();
+        let x = x.contiguous()?;
+        let len = b * 4 * h * w * n;
+        let mut out = Vec::<f32>::with_capacity(len);
+        let out_ptr = OutPtr(out.as_mut_ptr());
+        with_contiguous(&x, "packed upsample conv2d", "input", |xs| {
+            for (i, conv) in self.phases.iter().enumerate() {
+                let place = Placement {
+                    scale: 2,
+                    phase: (i / 2, i % 2),
+                };
+                // SAFETY: `out` holds b·2h·2w·n floats; each phase writes its
+                // quarter of the pixels, and the four together write all.
+                unsafe { conv.run_into(xs, (b, h, w), (h, w), None, None, None, out_ptr, place) };
+            }
+        })?;
+        // SAFETY: the four phases wrote every output (above).
+        unsafe { out.set_len(len) };
+        Ok(Tensor::from_vec(out, (b, 2 * h, 2 * w, n), x.device())?)
     }
 }
 
@@ -419,6 +582,39 @@ mod tests {
             for g in shapes {
                 check(kernel, g, tol);
             }
+        }
+    }
+
+    #[test]
+    fn upsampling_convolutions_match_upsample_then_convolve() {
+        let dev = Device::Cpu;
+        let (b, c, h, w, out) = (2, 5, 6, 7, 9);
+        let x = Tensor::randn(0f32, 1.0, (b, c, h, w), &dev).unwrap();
+        let wt = Tensor::randn(0f32, 0.3, (out, c, 3, 3), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, out, &dev).unwrap();
+        let up = x.upsample_nearest2d(2 * h, 2 * w).unwrap();
+        let want = reference(&up, &wt, &bias, ConvGeometry::square(3, 1, 1));
+        let nhwc = |t: &Tensor| t.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap();
+        for kernel in Kernel::ALL {
+            if !kernel.runs_here() {
+                eprintln!("{}", kernel.skip_line());
+                continue;
+            }
+            let tol = match kernel.precision() {
+                crate::Precision::F32 => 1e-4,
+                _ => 0.15,
+            };
+            let conv = PackedUpsampleConv2d::from_f32(
+                &wt.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                out,
+                c,
+                Some(bias.to_vec1::<f32>().unwrap()),
+                kernel,
+            )
+            .unwrap();
+            let got = conv.forward(&nhwc(&x)).unwrap();
+            let d = max_diff(&got, &nhwc(&want));
+            assert!(d < tol, "{kernel:?}: max |Δ| {d}");
         }
     }
 

@@ -36,7 +36,7 @@ mod softmax;
 mod threads;
 
 pub use attention::{attention, attention_blocked, mask_supported};
-pub use conv::{ConvGeometry, PackedConv2d};
+pub use conv::{ConvGeometry, PackedConv2d, PackedUpsampleConv2d};
 pub use cpu::{Kernel, Precision};
 pub use error::{Error, Result};
 pub use geglu::geglu;
