@@ -1,6 +1,8 @@
 //! GEGLU, the gated feed-forward activation of diffusion transformers:
 //! the second half of each row gates the first through exact GELU.
 
+use std::mem::MaybeUninit;
+
 use candle_core::Tensor;
 use rayon::prelude::*;
 
@@ -21,10 +23,15 @@ pub fn geglu(x: &Tensor) -> Result<Tensor> {
     let n = two_n / 2;
     let x = x.contiguous()?;
     let out = with_contiguous(&x, "geglu", "input", |v| {
-        let mut out = vec![0f32; v.len() / 2];
-        out.par_chunks_mut(n)
+        // Not zeroed first (see group_norm).
+        let len = v.len() / 2;
+        let mut out = Vec::<f32>::with_capacity(len);
+        out.spare_capacity_mut()[..len]
+            .par_chunks_mut(n)
             .zip(v.par_chunks(two_n))
             .for_each(|(o, row)| gate(o, row));
+        // SAFETY: each of the len outputs was written once above.
+        unsafe { out.set_len(len) };
         out
     })?;
     let mut shape = dims.to_vec();
@@ -32,7 +39,7 @@ pub fn geglu(x: &Tensor) -> Result<Tensor> {
     Ok(Tensor::from_vec(out, shape, x.device())?)
 }
 
-fn gate(out: &mut [f32], row: &[f32]) {
+fn gate(out: &mut [MaybeUninit<f32>], row: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F (checked just above).
@@ -43,15 +50,15 @@ fn gate(out: &mut [f32], row: &[f32]) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn gate_avx512(out: &mut [f32], row: &[f32]) {
+fn gate_avx512(out: &mut [MaybeUninit<f32>], row: &[f32]) {
     gate_generic(out, row)
 }
 
 #[inline(always)]
-fn gate_generic(out: &mut [f32], row: &[f32]) {
+fn gate_generic(out: &mut [MaybeUninit<f32>], row: &[f32]) {
     let (h, g) = row.split_at(out.len());
     for ((o, &h), &g) in out.iter_mut().zip(h).zip(g) {
-        *o = h * gelu_erf(g);
+        o.write(h * gelu_erf(g));
     }
 }
 

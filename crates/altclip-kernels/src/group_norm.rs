@@ -1,6 +1,8 @@
 //! Group normalisation of channels-last tensors, with the SiLU that follows
 //! it in every diffusion ResNet fused into the same pass.
 
+use std::mem::MaybeUninit;
+
 use candle_core::Tensor;
 use rayon::prelude::*;
 
@@ -37,16 +39,21 @@ pub fn group_norm(
     let b = dims[0];
     let x = x.contiguous()?;
     let out = with_contiguous(&x, "group norm", "input", |v| {
-        let per_sample = v.len() / b.max(1);
-        let mut out = vec![0f32; v.len()];
-        out.par_chunks_mut(per_sample.max(1))
-            .zip(v.par_chunks(per_sample.max(1)))
+        let per_sample = (v.len() / b.max(1)).max(1);
+        // Not zeroed first: a zeroed allocation this large comes as fresh
+        // pages from the kernel every time, which then clears them.
+        let mut out = Vec::<f32>::with_capacity(v.len());
+        out.spare_capacity_mut()[..v.len()]
+            .par_chunks_mut(per_sample)
+            .zip(v.par_chunks(per_sample))
             .for_each(|(o, xs)| {
                 let (scale, shift) = affine(xs, c, groups, eps, weight, bias);
                 o.par_chunks_mut(CHUNK * c)
                     .zip(xs.par_chunks(CHUNK * c))
                     .for_each(|(o, xs)| normalise(o, xs, &scale, &shift, silu));
             });
+        // SAFETY: the chunks above cover all v.len() elements, each written once.
+        unsafe { out.set_len(v.len()) };
         out
     })?;
     Ok(Tensor::from_vec(out, dims, x.device())?)
@@ -98,7 +105,7 @@ fn affine(
     (scale, shift)
 }
 
-fn normalise(out: &mut [f32], xs: &[f32], scale: &[f32], shift: &[f32], silu: bool) {
+fn normalise(out: &mut [MaybeUninit<f32>], xs: &[f32], scale: &[f32], shift: &[f32], silu: bool) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F (checked just above).
@@ -109,19 +116,36 @@ fn normalise(out: &mut [f32], xs: &[f32], scale: &[f32], shift: &[f32], silu: bo
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn normalise_avx512(out: &mut [f32], xs: &[f32], scale: &[f32], shift: &[f32], silu: bool) {
+fn normalise_avx512(
+    out: &mut [MaybeUninit<f32>],
+    xs: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    silu: bool,
+) {
     normalise_generic(out, xs, scale, shift, silu)
 }
 
 #[inline(always)]
-fn normalise_generic(out: &mut [f32], xs: &[f32], scale: &[f32], shift: &[f32], silu: bool) {
+fn normalise_generic(
+    out: &mut [MaybeUninit<f32>],
+    xs: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    silu: bool,
+) {
     let c = scale.len();
     for (o, x) in out.chunks_exact_mut(c).zip(xs.chunks_exact(c)) {
-        for (((o, &x), &a), &b) in o.iter_mut().zip(x).zip(scale).zip(shift) {
-            *o = x * a + b;
-        }
+        let pixel = o.iter_mut().zip(x).zip(scale).zip(shift);
         if silu {
-            o.iter_mut().for_each(|v| *v *= sigmoid(*v));
+            for (((o, &x), &a), &b) in pixel {
+                let y = x * a + b;
+                o.write(y * sigmoid(y));
+            }
+        } else {
+            for (((o, &x), &a), &b) in pixel {
+                o.write(x * a + b);
+            }
         }
     }
 }
