@@ -24,16 +24,30 @@ impl Conv2d {
     /// Loads `weight` `[out, in, kh, kw]` and `bias` `[out]`.
     pub fn load(w: &Weights, in_c: usize, out_c: usize, geometry: ConvGeometry) -> Result<Self> {
         let (kh, kw) = geometry.kernel;
-        let dims = [out_c, in_c, kh, kw];
+        Self::load_stored(w, &[out_c, in_c, kh, kw], in_c, out_c, geometry)
+    }
+
+    /// Loads a weight stored with shape `stored` (the same values as
+    /// `[out, in, kh, kw]`, e.g. a linear layer's `[out, in]` for 1×1).
+    fn load_stored(
+        w: &Weights,
+        stored: &[usize],
+        in_c: usize,
+        out_c: usize,
+        geometry: ConvGeometry,
+    ) -> Result<Self> {
+        let (kh, kw) = geometry.kernel;
         let Some(kernel) = w.linear_kernel() else {
             return Ok(Self::Candle {
-                weight: w.get_as(&dims, "weight", DType::F32)?,
+                weight: w
+                    .get_as(stored, "weight", DType::F32)?
+                    .reshape((out_c, in_c, kh, kw))?,
                 bias: Some(w.get_as(&[out_c], "bias", DType::F32)?),
                 geometry,
             });
         };
         let bias = w.read_f32(&[out_c], "bias", |b| Ok(b.to_vec()))?;
-        Ok(Self::Packed(w.read_f32(&dims, "weight", |data| {
+        Ok(Self::Packed(w.read_f32(stored, "weight", |data| {
             PackedConv2d::from_f32(data, out_c, in_c, geometry, Some(bias), kernel)
                 .map_err(altclip::Error::from)
         })?))
@@ -93,29 +107,11 @@ impl Conv2d {
 /// A 1×1 convolution or a linear layer over channels: the same product on
 /// channels-last activations.
 pub fn pointwise(w: &Weights, in_c: usize, out_c: usize, as_conv: bool) -> Result<Conv2d> {
-    if as_conv {
-        return Conv2d::load(w, in_c, out_c, ConvGeometry::square(1, 1, 0));
-    }
-    // A linear weight is `[out, in]`; as a 1×1 kernel it is `[out, in, 1, 1]`.
-    let geometry = ConvGeometry::square(1, 1, 0);
-    let Some(kernel) = w.linear_kernel() else {
-        return Ok(Conv2d::Candle {
-            weight: w
-                .get_as(&[out_c, in_c], "weight", DType::F32)?
-                .reshape((out_c, in_c, 1, 1))?,
-            bias: Some(w.get_as(&[out_c], "bias", DType::F32)?),
-            geometry,
-        });
+    let stored: &[usize] = match as_conv {
+        true => &[out_c, in_c, 1, 1],
+        false => &[out_c, in_c],
     };
-    let bias = w.read_f32(&[out_c], "bias", |b| Ok(b.to_vec()))?;
-    Ok(Conv2d::Packed(w.read_f32(
-        &[out_c, in_c],
-        "weight",
-        |data| {
-            PackedConv2d::from_f32(data, out_c, in_c, geometry, Some(bias), kernel)
-                .map_err(altclip::Error::from)
-        },
-    )?))
+    Conv2d::load_stored(w, stored, in_c, out_c, ConvGeometry::square(1, 1, 0))
 }
 
 /// `GroupNorm(groups, eps)` with affine parameters, optionally followed by SiLU.
