@@ -348,6 +348,29 @@ impl Refusals {
         }
     }
 
+    /// The block lists: one entry per `block_out_channels` entry (`n`), each
+    /// one of `allowed` (down, up).
+    fn blocks(&mut self, n: usize, down: &[String], up: &[String], allowed: [&[&str]; 2]) {
+        self.unless(
+            down.len() == n && up.len() == n,
+            "down_block_types/up_block_types",
+            format!("need one entry per block_out_channels entry ({n})"),
+        );
+        for (field, kinds, allowed) in [
+            ("down_block_types", down, allowed[0]),
+            ("up_block_types", up, allowed[1]),
+        ] {
+            let verb = if allowed.len() == 1 { "is" } else { "are" };
+            for (i, kind) in kinds.iter().enumerate() {
+                self.unless(
+                    allowed.contains(&kind.as_str()),
+                    &format!("{field}[{i}]"),
+                    format!("{kind} is not supported ({} {verb})", allowed.join(", ")),
+                );
+            }
+        }
+    }
+
     fn unset(&mut self, value: &Option<Value>, field: &str, what: &str) {
         if let Some(v) = value.as_ref().filter(|v| !v.is_null()) {
             self.reasons
@@ -384,25 +407,15 @@ impl UNetConfig {
         let mut r = Refusals::new(path);
         let n = self.block_out_channels.len();
         r.unless(n > 0, "block_out_channels", "is empty");
-        r.unless(
-            self.down_block_types.len() == n && self.up_block_types.len() == n,
-            "down_block_types/up_block_types",
-            format!("need one entry per block_out_channels entry ({n})"),
+        r.blocks(
+            n,
+            &self.down_block_types,
+            &self.up_block_types,
+            [
+                &["CrossAttnDownBlock2D", "DownBlock2D"],
+                &["CrossAttnUpBlock2D", "UpBlock2D"],
+            ],
         );
-        for (i, kind) in self.down_block_types.iter().enumerate() {
-            r.unless(
-                matches!(kind.as_str(), "CrossAttnDownBlock2D" | "DownBlock2D"),
-                &format!("down_block_types[{i}]"),
-                format!("{kind} is not supported (CrossAttnDownBlock2D, DownBlock2D are)"),
-            );
-        }
-        for (i, kind) in self.up_block_types.iter().enumerate() {
-            r.unless(
-                matches!(kind.as_str(), "CrossAttnUpBlock2D" | "UpBlock2D"),
-                &format!("up_block_types[{i}]"),
-                format!("{kind} is not supported (CrossAttnUpBlock2D, UpBlock2D are)"),
-            );
-        }
         r.unless(
             matches!(
                 self.mid_block_type.as_deref(),
@@ -631,25 +644,12 @@ impl VaeConfig {
         let mut r = Refusals::new(path);
         let n = self.block_out_channels.len();
         r.unless(n > 0, "block_out_channels", "is empty");
-        r.unless(
-            self.down_block_types.len() == n && self.up_block_types.len() == n,
-            "down_block_types/up_block_types",
-            format!("need one entry per block_out_channels entry ({n})"),
+        r.blocks(
+            n,
+            &self.down_block_types,
+            &self.up_block_types,
+            [&["DownEncoderBlock2D"], &["UpDecoderBlock2D"]],
         );
-        for (i, kind) in self.down_block_types.iter().enumerate() {
-            r.unless(
-                kind == "DownEncoderBlock2D",
-                &format!("down_block_types[{i}]"),
-                format!("{kind} is not supported (DownEncoderBlock2D is)"),
-            );
-        }
-        for (i, kind) in self.up_block_types.iter().enumerate() {
-            r.unless(
-                kind == "UpDecoderBlock2D",
-                &format!("up_block_types[{i}]"),
-                format!("{kind} is not supported (UpDecoderBlock2D is)"),
-            );
-        }
         r.unless(
             act_ok(&self.act_fn),
             "act_fn",
