@@ -300,11 +300,11 @@ impl UNet2DConditionModel {
             if let Some(us) = &u.upsampler {
                 // The next skip's size: twice this one's, or one less where
                 // the downsampler rounded an odd size up.
-                let size = skips.last().map(|s| (s.dim(1), s.dim(2)));
-                let size = match size {
-                    Some((Ok(h), Ok(w))) => Some((h, w)),
-                    _ => None,
-                };
+                let size = skips
+                    .last()
+                    .map(Tensor::dims4)
+                    .transpose()?
+                    .map(|(_, h, w, _)| (h, w));
                 x = us.forward(&x, size)?;
             }
         }
