@@ -1,8 +1,9 @@
 """JPEGs carrying EXIF dates, cameras and GPS positions, for the library's metadata and filter tests.
 
-Writes tests/fixtures/library/*.jpg (small, distinct pictures) and expected.json, what each file's
+Writes tests/fixtures/library/*.jpg and a .heic (small, distinct pictures) and expected.json, what each file's
 EXIF says as the index records it (ISO date taken, make, model, signed degrees). Each file is read
-back with Pillow to check the tags landed. Deterministic; run from anywhere:
+back with Pillow to check the tags landed. Deterministic; run from anywhere (pillow-heif 1.8.1 for
+the HEIC):
 
     python scripts/make_library_fixtures.py
 """
@@ -10,6 +11,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pillow_heif
 from PIL import Image
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "library"
@@ -22,6 +24,8 @@ PHOTOS = {
     "newyork_2024.jpg": (4, "SONY", "ILCE-7M4", "2024:06:30 21:10:05", (40.7128, -74.0060)),
     "nogps_2021.jpg": (5, "Apple", "iPhone 8", "2021:03:01 12:00:00", None),
     "noexif.jpg": (6, None, None, None, None),
+    # An iPhone's HEIC (pillow-heif writes its EXIF as a HEIF Exif item).
+    "paris_2025.heic": (7, "Apple", "iPhone 16 Pro", "2025:05:01 10:00:00", (48.8566, 2.3522)),
 }
 
 
@@ -42,6 +46,7 @@ def picture(seed: int) -> Image.Image:
 
 
 def main() -> None:
+    pillow_heif.register_heif_opener()
     OUT.mkdir(parents=True, exist_ok=True)
     expected = {}
     for name, (seed, make, model, date, place) in PHOTOS.items():

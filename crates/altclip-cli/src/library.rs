@@ -391,6 +391,12 @@ fn print_report(db_path: &Path, report: &indexer::Report) -> Result<()> {
             report.described
         );
     }
+    if report.live_photo_videos > 0 {
+        println!(
+            "{} Live Photo videos (IMG_1.MOV beside IMG_1.HEIC) were left to their stills",
+            report.live_photo_videos
+        );
+    }
     if report.failed + report.known_errors > 0 {
         println!(
             "see the failures with: altclip index --errors --db {}",

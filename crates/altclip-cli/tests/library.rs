@@ -987,3 +987,60 @@ fn without_ffmpeg_videos_are_skipped_with_the_reason() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// HEIC and AVIF photos are indexed with their EXIF, searched like JPEGs,
+/// and a Live Photo's video is left to its still.
+#[test]
+fn heic_and_avif_photos_are_indexed_and_live_photo_videos_left_to_their_stills() {
+    let dir = temp_dir("lib-heif");
+    let lib = dir.join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+    std::fs::copy(
+        fixtures.join("library/paris_2025.heic"),
+        lib.join("IMG_0001.HEIC"),
+    )
+    .unwrap();
+    // Its motion half: never opened, so any bytes do.
+    std::fs::write(lib.join("IMG_0001.MOV"), b"the Live Photo's video").unwrap();
+    std::fs::copy(
+        fixtures.join("images/heif/photo.avif"),
+        lib.join("web.avif"),
+    )
+    .unwrap();
+    write_image(&lib.join("plain.png"), 4, 30, 20);
+    let report = index(&dir, &[]);
+    assert_eq!(
+        (
+            report["found"].as_u64(),
+            report["embedded"].as_u64(),
+            report["failed"].as_u64(),
+            report["live_photo_videos"].as_u64()
+        ),
+        (Some(3), Some(3), Some(0), Some(1)),
+        "{report}"
+    );
+    let hits = search_json(&dir, &["巴黎", "--camera", "iphone 16"]);
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    let heic = &hits[0];
+    assert!(
+        heic["path"].as_str().unwrap().ends_with("IMG_0001.HEIC"),
+        "{heic}"
+    );
+    assert_eq!(heic["taken"], "2025-05-01T10:00:00", "{heic}");
+    assert_eq!(
+        (heic["width"].as_u64(), heic["height"].as_u64()),
+        (Some(64), Some(48))
+    );
+    assert!(
+        (heic["lat"].as_f64().unwrap() - 48.8566).abs() < 1e-6,
+        "{heic}"
+    );
+    let avif = search_json(&dir, &["a photo", "--path", "*.avif"]);
+    assert_eq!(avif.len(), 1, "{avif:?}");
+    assert_eq!(
+        (avif[0]["width"].as_u64(), avif[0]["height"].as_u64()),
+        (Some(320), Some(240))
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -17,7 +17,7 @@ use crate::media::{self, Media};
 use crate::pipeline::pipelined;
 use crate::store::VectorStore;
 use crate::video::{self, Sampling};
-use crate::walk::{absolute, find_media};
+use crate::walk::{absolute, find_media, split_live_photos};
 
 /// What to index and how.
 #[derive(Debug, Clone)]
@@ -55,6 +55,8 @@ pub struct Report {
     pub renamed: usize,
     /// Unchanged files indexed before metadata was recorded, read again for it.
     pub described: usize,
+    /// Live Photos' videos (`IMG_1.MOV` beside `IMG_1.HEIC`), left to their stills.
+    pub live_photo_videos: usize,
     /// Files that could not be indexed in this run (see `--errors`).
     pub failed: usize,
     /// Files that failed before and were not retried.
@@ -313,7 +315,11 @@ fn scan(index: &Index, roots: &[PathBuf], opts: &Options, report: &mut Report) -
     let mut todo = Vec::new();
     let mut failures = Vec::new();
     let mut seen = HashSet::new();
-    for found in find_media(roots, &opts.exclude_dirs, opts.video.is_some()) {
+    let (media, motion) =
+        split_live_photos(find_media(roots, &opts.exclude_dirs, opts.video.is_some()));
+    report.live_photo_videos = motion.len();
+    seen.extend(motion.iter().map(|f| f.path.display().to_string()));
+    for found in media {
         report.found += 1;
         let path_str = found.path.display().to_string();
         seen.insert(path_str.clone());

@@ -88,6 +88,28 @@ pub fn find_media(roots: &[PathBuf], exclude_dirs: &[String], videos: bool) -> V
     out
 }
 
+/// Splits the motion halves of Live Photos off `found`: a `.mov` beside a
+/// HEIC or JPEG still of the same name (`IMG_0001.MOV` with `IMG_0001.HEIC`)
+/// is the few seconds an iPhone records around the still, which the still
+/// already stands for. Returns (what to index, the motion halves).
+pub fn split_live_photos(found: Vec<Found>) -> (Vec<Found>, Vec<Found>) {
+    const STILLS: &[&str] = &["heic", "heif", "jpg", "jpeg"];
+    let key = |path: &Path, extensions: &[&str]| {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        extensions.contains(&ext.as_str()).then(|| {
+            (
+                path.parent().map(Path::to_path_buf),
+                path.file_stem().map(|s| s.to_string_lossy().to_lowercase()),
+            )
+        })
+    };
+    let stills: std::collections::HashSet<_> =
+        found.iter().filter_map(|f| key(&f.path, STILLS)).collect();
+    found
+        .into_iter()
+        .partition(|f| !key(&f.path, &["mov"]).is_some_and(|k| stills.contains(&k)))
+}
+
 fn is_image_name(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
@@ -97,6 +119,34 @@ fn is_image_name(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn live_photo_videos_are_split_from_their_stills() {
+        let found = |p: &str| Found {
+            path: PathBuf::from(p),
+            is_file: true,
+        };
+        let all = [
+            "/a/IMG_0001.HEIC",
+            "/a/IMG_0001.MOV",
+            "/a/IMG_0002.JPG",
+            "/a/img_0002.mov",
+            "/a/IMG_0003.MOV",
+            "/b/IMG_0001.MOV",
+            "/a/IMG_0004.png",
+            "/a/IMG_0004.mov",
+            "/a/IMG_0005.heic",
+            "/a/IMG_0005.mp4",
+        ];
+        let (kept, motion) = split_live_photos(all.iter().map(|p| found(p)).collect());
+        let paths = |v: Vec<Found>| {
+            v.into_iter()
+                .map(|f| f.path.display().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(paths(motion), ["/a/IMG_0001.MOV", "/a/img_0002.mov"]);
+        assert_eq!(kept.len(), all.len() - 2);
+    }
 
     #[test]
     fn wildcards() {

@@ -9,10 +9,13 @@ use std::time::Duration;
 
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage, RgbaImage};
 
+use super::heif::Heif;
 use crate::error::{Error, Result};
 
 /// File extensions of the image formats the decoder reads, lower case.
-pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
+pub const IMAGE_EXTENSIONS: &[&str] = &[
+    "jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "heic", "heif", "hif", "avif",
+];
 
 /// Images above this many pixels are refused unless the caller raises the limit.
 pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
@@ -160,13 +163,17 @@ fn decode_unguarded(bytes: &[u8], name: &str, max_pixels: u64) -> Result<RgbImag
             "cannot decode: {e} (is the file truncated or corrupt?)"
         ))
     };
+    if let Some(kind) = super::heif::sniff(bytes) {
+        return decode_heif(bytes, kind, name, max_pixels);
+    }
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| fail(e.to_string()))?;
     let reader_format = reader.format();
     if reader_format.is_none() {
         return Err(fail(
-            "not a recognised image format (expected PNG, JPEG, WebP, GIF, BMP or TIFF)".into(),
+            "not a recognised image format (expected PNG, JPEG, WebP, GIF, BMP, TIFF, HEIC or AVIF)"
+                .into(),
         ));
     }
     if reader_format == Some(ImageFormat::Jpeg) {
@@ -203,6 +210,43 @@ fn decode_unguarded(bytes: &[u8], name: &str, max_pixels: u64) -> Result<RgbImag
         e => undecodable(&e),
     })?;
     finish(img, orientation, &fail)
+}
+
+/// A HEIC or AVIF still as Pillow opens it with pillow-heif or its AVIF
+/// plugin: the container's rotation is already applied, so EXIF orientation
+/// is not applied again.
+fn decode_heif(bytes: &[u8], kind: Heif, name: &str, max_pixels: u64) -> Result<RgbImage> {
+    let fail = |reason: String| Error::Image {
+        input: name.to_string(),
+        reason,
+    };
+    let check_size = |width, height| check_pixels(name, width, height, max_pixels);
+    let decoded = match kind {
+        Heif::Hevc => super::heif::decode_hevc(bytes, check_size)?,
+        Heif::Av1 => decode_av1(bytes, check_size)?,
+    }
+    .map_err(&fail)?;
+    let img = if decoded.alpha {
+        RgbaImage::from_raw(decoded.width, decoded.height, decoded.pixels).map(DynamicImage::from)
+    } else {
+        RgbImage::from_raw(decoded.width, decoded.height, decoded.pixels).map(DynamicImage::from)
+    }
+    .ok_or_else(|| fail("the decoder returned too few pixels for the image's size".into()))?;
+    finish(img, None, &fail)
+}
+
+#[cfg(feature = "avif")]
+use super::avif::decode as decode_av1;
+
+/// Without the `avif` feature an AVIF file is refused, naming the feature.
+#[cfg(not(feature = "avif"))]
+fn decode_av1<E>(
+    _bytes: &[u8],
+    _check_size: impl Fn(u32, u32) -> std::result::Result<(), E>,
+) -> std::result::Result<std::result::Result<super::heif::Decoded, String>, E> {
+    Ok(Err(
+        "AVIF support was left out of this build (rebuild with the cargo feature `avif`)".into(),
+    ))
 }
 
 /// Refuses a `width`×`height` image over `max_pixels`, before decoding it.

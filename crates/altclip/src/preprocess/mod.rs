@@ -3,7 +3,10 @@
 //! center-crop, rescale, normalise, CHW. Every setting comes from
 //! `preprocessor_config.json`.
 
+#[cfg(feature = "avif")]
+mod avif;
 pub mod decode;
+mod heif;
 mod jpeg;
 pub mod resample;
 
