@@ -81,6 +81,20 @@ def main() -> None:
             "width": 64,
             "height": 48,
         }
+    # A burst: one scene shot twice a second apart (the second with a little noise), for dedup.
+    burst = OUT / "burst"
+    burst.mkdir(exist_ok=True)
+    rng = np.random.default_rng(8)
+    for i, date in enumerate(["2024:08:10 16:20:01", "2024:08:10 16:20:02"]):
+        pixels = np.asarray(picture(8).resize((256, 192), Image.BICUBIC)).astype(np.int16)
+        if i:
+            pixels += rng.integers(-3, 4, pixels.shape, dtype=np.int16)
+        exif = Image.Exif()
+        exif[0x010F], exif[0x0110] = "Apple", "iPhone 13"
+        exif.get_ifd(0x8769)[0x9003] = date
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB").save(
+            burst / f"IMG_{i + 1:04}.jpg", quality=90, exif=exif.tobytes()
+        )
     (OUT / "expected.json").write_text(json.dumps(expected, indent=2, sort_keys=True) + "\n")
 
 

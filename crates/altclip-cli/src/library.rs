@@ -586,11 +586,27 @@ pub fn search(args: SearchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// List groups of duplicate and near-duplicate images in an index.
+/// List groups of duplicate files in an index.
 ///
-/// Files with identical content always group; distinct contents group when
-/// the cosine similarity of their embeddings is at least --threshold.
+/// Three kinds of group, each with the file to keep (the most pixels, then
+/// the earliest date):
+///   identical  byte-identical files;
+///   duplicate  one picture stored as different files (resized, re-encoded,
+///              re-exported): embeddings at least --threshold alike AND
+///              difference hashes at most --max-distance bits apart, and not
+///              two different EXIF times; videos of the same length whose
+///              sampled frames are all alike;
+///   burst      (with --bursts) shots of one scene a moment apart: the same
+///              picture by hash, but different EXIF times.
+/// Photos that are only alike (two shots of one beach) are never grouped.
+///
+/// Large libraries page: --page-size groups per page, --page picks one.
+///
+/// Examples:
+///   altclip dedup
+///   altclip dedup --bursts --json --page 2 > page2.json
 #[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
 pub struct DedupArgs {
     /// Index database (default: .altclip/index.db here or in a parent directory).
     #[arg(long, env = "ALTCLIP_DB")]
@@ -598,12 +614,32 @@ pub struct DedupArgs {
     /// Vector store, when it differs from what the index recorded.
     #[arg(long, env = "ALTCLIP_STORE")]
     store: Option<String>,
-    /// Cosine similarity at or above which two images count as near-duplicates.
-    #[arg(long, default_value_t = 0.95)]
+    /// Cosine similarity of the embeddings at or above which two files are compared further.
+    #[arg(long, default_value_t = 0.95, value_parser = parse_unit_interval, allow_negative_numbers = true)]
     threshold: f32,
-    /// Print one JSON array of paths per group.
+    /// Most differing bits (of 64) between two photos' difference hashes for one picture.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=64))]
+    max_distance: u32,
+    /// Also list bursts: the same picture taken at different EXIF times.
+    #[arg(long)]
+    bursts: bool,
+    /// Groups per page.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    page_size: u64,
+    /// Which page to print, from 1.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    page: u64,
+    /// Print the page as one JSON document: {"groups": [...], "total", "page", "pages", "page_size"}.
     #[arg(long)]
     json: bool,
+}
+
+fn parse_unit_interval(s: &str) -> std::result::Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if (-1.0..=1.0).contains(&v) => Ok(v),
+        Ok(v) => Err(format!("{v} is not a cosine similarity (from -1 to 1)")),
+        Err(e) => Err(format!("{s:?} is not a number: {e}")),
+    }
 }
 
 pub fn dedup(args: DedupArgs) -> Result<ExitCode> {
@@ -611,17 +647,106 @@ pub fn dedup(args: DedupArgs) -> Result<ExitCode> {
     let index = Index::open(&db_path)?;
     let dim = index.model()?.map_or(0, |m| m.dim);
     let store = open_store(&args.store, &index, VectorDtype::F16, dim, true)?;
-    let groups = dedup::groups(&store.all()?, &index.paths_by_hash()?, args.threshold);
+    let vectors = store.all()?;
+    let paths_by_hash = index.paths_by_hash()?;
+    let all_paths: Vec<String> = paths_by_hash.values().flatten().cloned().collect();
+    let library = dedup::Library {
+        vectors: &vectors,
+        paths_by_hash: &paths_by_hash,
+        frames: &index.frames()?,
+        media: &index.media_of(&all_paths)?,
+    };
+    let options = dedup::Options {
+        threshold: args.threshold,
+        max_distance: args.max_distance,
+        bursts: args.bursts,
+    };
+    let picture_hash = |path: &str| {
+        altclip::preprocess::open_rgb(Path::new(path), altclip::preprocess::DEFAULT_MAX_PIXELS)
+            .ok()
+            .map(|img| dedup::dhash(&img))
+    };
+    let bar = progress(0, "comparing");
+    let groups = dedup::groups(&library, &options, &picture_hash, &|done, total| {
+        track(&bar, done, total)
+    });
+    bar.finish_and_clear();
+
+    let total = groups.len() as u64;
+    let pages = total.div_ceil(args.page_size).max(1);
+    let first = (args.page - 1).saturating_mul(args.page_size);
+    let page: Vec<&dedup::Group> = groups
+        .iter()
+        .skip(first.min(total) as usize)
+        .take(args.page_size as usize)
+        .collect();
+    if args.page > pages {
+        anyhow::bail!(
+            "--page {} is past the last page: {total} groups make {pages} pages of {}",
+            args.page,
+            args.page_size
+        );
+    }
     let mut out = std::io::stdout().lock();
-    for group in &groups {
-        if args.json {
-            print_json_line(&mut out, group)?;
-        } else {
-            for path in group {
-                writeln!(out, "{path}")?;
-            }
-            writeln!(out)?;
+    if args.json {
+        print_json_line(
+            &mut out,
+            &serde_json::json!({
+                "groups": page,
+                "total": total,
+                "page": args.page,
+                "pages": pages,
+                "page_size": args.page_size,
+            }),
+        )?;
+    } else {
+        for group in &page {
+            print_group(&mut out, group)?;
         }
     }
+    if pages > 1 {
+        eprintln!(
+            "page {} of {pages} ({total} groups){}",
+            args.page,
+            if args.page < pages {
+                format!(": the next is --page {}", args.page + 1)
+            } else {
+                String::new()
+            }
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One group as text: its kind and size, then a line per file.
+fn print_group(out: &mut impl Write, group: &dedup::Group) -> Result<()> {
+    let kind = match group.kind {
+        dedup::Kind::Identical => "identical",
+        dedup::Kind::Duplicate => "duplicate",
+        dedup::Kind::Burst => "burst",
+    };
+    writeln!(
+        out,
+        "{kind}: {} files, keep {}",
+        group.members.len(),
+        group.keep
+    )?;
+    for m in &group.members {
+        let mut line = format!("  {}", m.path);
+        if let (Some(w), Some(h)) = (m.width, m.height) {
+            line.push_str(&format!("  {w}x{h}"));
+        }
+        if let Some(t) = &m.taken {
+            line.push_str(&format!("  {t}"));
+        }
+        if m.path != group.keep {
+            line.push_str(&format!("  similarity {:.4}", m.similarity));
+            if let Some(d) = m.distance {
+                line.push_str(&format!(", {d} bits apart"));
+            }
+        }
+        writeln!(out, "{line}")?;
+    }
+    writeln!(out)?;
+    Ok(())
 }
