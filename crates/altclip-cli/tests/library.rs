@@ -493,6 +493,10 @@ fn milvus_store_serves_index_and_search() {
         "{r}"
     );
     let in_milvus = search(&dir, &["a photo"]);
+    // A filter goes to Milvus as a `key in [...]` expression.
+    let filtered = search(&dir, &["a photo", "--path", "*4.png"]);
+    assert_eq!(filtered.len(), 1, "{filtered:?}");
+    assert!(filtered[0].0.ends_with("/4.png"), "{filtered:?}");
 
     // The same folder indexed into SQLite ranks the same files the same way.
     let local = temp_dir("lib-milvus-local");

@@ -48,6 +48,8 @@ pub const DEFAULT_PORT: u16 = 19530;
 
 /// Most keys in one `key in [...]` filter.
 const KEYS_PER_FILTER: usize = 1000;
+/// Most filter matches searched through `key in [...]` expressions.
+const MAX_FILTERED_KEYS: usize = 20 * KEYS_PER_FILTER;
 /// Target size of one gRPC message of vectors. Responses must stay under
 /// tonic's default 4 MiB decode limit, which the SDK does not raise.
 const MESSAGE_BYTES: usize = 2 << 20;
@@ -507,6 +509,53 @@ impl MilvusStore {
     }
 }
 
+impl MilvusStore {
+    /// The `k` nearest rows that satisfy the boolean expression `filter`
+    /// (none when empty), best first.
+    fn search_where(&self, query: &[f32], k: usize, filter: &str) -> Result<Vec<(String, f32)>> {
+        self.check_dim("the query", query.len())?;
+        let k = k.min(MAX_TOPK);
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let request = SearchRequest::builder()
+            .collection_name(self.collection())
+            .vector_field(VECTOR_FIELD)
+            .vectors(SearchVectors::Float(vec![query.to_vec()]))
+            .metric_type(MetricType::Ip)
+            .extra_params(HashMap::from([("ef".into(), k.max(64).to_string())]))
+            .limit(k as i64)
+            .filter(filter)
+            .consistency_level(ConsistencyLevel::Strong)
+            .build()
+            .map_err(|e| self.err("search", e))?;
+        let response = self
+            .runtime
+            .block_on(self.client.search(request))
+            .map_err(|e| self.err("search", e))?;
+        // Read ids and scores directly: decoding rows needs the primary-key
+        // and score field names, which Milvus 2.3 does not send.
+        let Some(result) = response.results().get_results().first() else {
+            return Ok(Vec::new());
+        };
+        let Ids::VarChar(ids) = result.get_ids() else {
+            return Err(self.err("search", "the server returned integer keys"));
+        };
+        let scores = result.get_scores();
+        if ids.len() != scores.len() {
+            return Err(self.err(
+                "search",
+                format!("{} keys came back with {} scores", ids.len(), scores.len()),
+            ));
+        }
+        let mut hits: Vec<(String, f32)> =
+            ids.iter().cloned().zip(scores.iter().copied()).collect();
+        hits.sort_by(|a, b| b.1.total_cmp(&a.1));
+        hits.truncate(k);
+        Ok(hits)
+    }
+}
+
 impl VectorStore for MilvusStore {
     fn upsert(&mut self, vectors: &[(String, Vec<f32>)]) -> Result<()> {
         if vectors.is_empty() {
@@ -599,42 +648,29 @@ impl VectorStore for MilvusStore {
     }
 
     fn search(&self, query: &[f32], k: usize) -> Result<Vec<(String, f32)>> {
-        self.check_dim("the query", query.len())?;
-        let k = k.min(MAX_TOPK);
-        if k == 0 {
-            return Ok(Vec::new());
+        self.search_where(query, k, "")
+    }
+
+    /// A filter's matches are searched with the boolean expression
+    /// `key in [...]`, in chunks, so that Milvus applies the filter before
+    /// its top-k; a filter matching more keys than [`MAX_FILTERED_KEYS`]
+    /// takes most of the collection, and the widening search finds its top-k
+    /// in a few rounds.
+    fn search_among(
+        &self,
+        query: &[f32],
+        k: usize,
+        keys: &HashSet<String>,
+    ) -> Result<Vec<(String, f32)>> {
+        if keys.len() > MAX_FILTERED_KEYS {
+            return altclip_index::store::search_known(self, query, k, |h| keys.contains(h));
         }
-        let request = SearchRequest::builder()
-            .collection_name(self.collection())
-            .vector_field(VECTOR_FIELD)
-            .vectors(SearchVectors::Float(vec![query.to_vec()]))
-            .metric_type(MetricType::Ip)
-            .extra_params(HashMap::from([("ef".into(), k.max(64).to_string())]))
-            .limit(k as i64)
-            .consistency_level(ConsistencyLevel::Strong)
-            .build()
-            .map_err(|e| self.err("search", e))?;
-        let response = self
-            .runtime
-            .block_on(self.client.search(request))
-            .map_err(|e| self.err("search", e))?;
-        // Read ids and scores directly: decoding rows needs the primary-key
-        // and score field names, which Milvus 2.3 does not send.
-        let Some(result) = response.results().get_results().first() else {
-            return Ok(Vec::new());
-        };
-        let Ids::VarChar(ids) = result.get_ids() else {
-            return Err(self.err("search", "the server returned integer keys"));
-        };
-        let scores = result.get_scores();
-        if ids.len() != scores.len() {
-            return Err(self.err(
-                "search",
-                format!("{} keys came back with {} scores", ids.len(), scores.len()),
-            ));
+        let mut sorted: Vec<String> = keys.iter().cloned().collect();
+        sorted.sort();
+        let mut hits = Vec::new();
+        for chunk in sorted.chunks(KEYS_PER_FILTER) {
+            hits.extend(self.search_where(query, k.min(chunk.len()), &key_filter(chunk))?);
         }
-        let mut hits: Vec<(String, f32)> =
-            ids.iter().cloned().zip(scores.iter().copied()).collect();
         hits.sort_by(|a, b| b.1.total_cmp(&a.1));
         hits.truncate(k);
         Ok(hits)
