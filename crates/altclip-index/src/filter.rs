@@ -2,6 +2,7 @@
 //! kind, chosen in SQL over the manifest before the top-k, a relevance
 //! cutoff, and newest-first order. The CLI, the server and Python share it.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use rusqlite::types::Value;
@@ -213,23 +214,42 @@ impl Search {
 
 /// The best files for `query` under `search`: files with the same content
 /// share its score; with [`Sort::Date`], the newest `top` of those at or
-/// above the cutoff (or of the `top` best, without one).
+/// above the cutoff (or of the `top` best, without one). For one query: only
+/// the manifest rows of the keys the store returns are read (a filter picks
+/// its files in SQL), not the whole manifest; a reader that searches again
+/// keeps a [`Catalog`] and calls [`search_in`].
 pub fn search(
     store: &dyn VectorStore,
     index: &Index,
     query: &[f32],
     search: &Search,
 ) -> Result<Vec<Hit>> {
-    // A filter picks its files in SQL: only the frames are needed besides.
-    let catalog = if search.filter.is_empty() {
-        Catalog::read(index)?
-    } else {
-        Catalog {
+    if !search.filter.is_empty() {
+        let catalog = Catalog {
             paths: HashMap::new(),
             frames: index.frames()?,
-        }
-    };
-    search_in(store, index, &catalog, query, search)
+        };
+        return search_in(store, index, &catalog, query, search);
+    }
+    let found = widen(search, |k| {
+        let hits = store.search(query, k)?;
+        let exhausted = hits.len() < k;
+        let catalog = Catalog::of_keys(index, hits.iter().map(|(key, _)| key.as_str()))?;
+        // Keys the manifest does not know (another writer's rows) drop out.
+        let hits = hits
+            .into_iter()
+            .filter(|(key, _)| catalog.paths.contains_key(key) || catalog.frames.contains_key(key))
+            .collect();
+        Ok((
+            hits,
+            exhausted,
+            Lookup {
+                paths: Cow::Owned(catalog.paths),
+                frames: Cow::Owned(catalog.frames),
+            },
+        ))
+    })?;
+    described(index, found, search)
 }
 
 /// What the manifest maps vector keys to, for a reader to keep between
@@ -248,6 +268,60 @@ impl Catalog {
             paths: index.paths_by_hash()?,
             frames: index.frames()?,
         })
+    }
+
+    /// The rows for `keys` only: their files, and for frame keys the frame
+    /// and its video's files.
+    pub fn of_keys<'k>(index: &Index, keys: impl Iterator<Item = &'k str>) -> Result<Self> {
+        let keys: Vec<&str> = keys.collect();
+        let mut frames = HashMap::new();
+        for chunk in keys.chunks(500) {
+            let sql = format!(
+                "SELECT key, hash, t_ms FROM frames WHERE key IN ({})",
+                vec!["?"; chunk.len()].join(",")
+            );
+            let mut stmt = index.conn.prepare(&sql).map_err(|e| index.err(e))?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(chunk), |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        (r.get::<_, String>(1)?, r.get::<_, i64>(2)? as u64),
+                    ))
+                })
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(|e| index.err(e))?;
+            frames.extend(rows);
+        }
+        let hashes: HashSet<&str> = keys
+            .iter()
+            .map(|k| {
+                frames
+                    .get(*k)
+                    .map_or(*k, |(hash, _): &(String, u64)| hash.as_str())
+            })
+            .collect();
+        let hashes: Vec<&str> = hashes.into_iter().collect();
+        let mut paths: HashMap<String, Vec<String>> = HashMap::new();
+        for chunk in hashes.chunks(500) {
+            let sql = format!(
+                "SELECT path, hash FROM files WHERE hash IN ({})",
+                vec!["?"; chunk.len()].join(",")
+            );
+            let mut stmt = index.conn.prepare(&sql).map_err(|e| index.err(e))?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(chunk), |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(|e| index.err(e))?;
+            for (path, hash) in rows {
+                paths.entry(hash).or_default().push(path);
+            }
+        }
+        for files in paths.values_mut() {
+            files.sort();
+        }
+        Ok(Self { paths, frames })
     }
 
     /// Indexed files.
@@ -284,33 +358,60 @@ pub fn search_in(
             .map(|(key, _)| key.clone());
         by_hash.keys().cloned().chain(frames).collect()
     });
-    let fetch = |k: usize| -> Result<Vec<(String, f32)>> {
-        match &keys {
-            Some(keys) => store.search_among(query, k, keys),
+    let found = widen(search, |k| {
+        let hits = match &keys {
+            Some(keys) => store.search_among(query, k, keys)?,
             // Everything indexed qualifies: no candidate set to build.
             None => crate::store::search_known(store, query, k, |key| {
                 by_hash.contains_key(key) || catalog.frames.contains_key(key)
-            }),
-        }
-    };
-    let above = |s: f32| search.min_score.is_none_or(|m| s >= m);
-    // Widen until `top` distinct files are found (a video's frames count
-    // once), or, for newest-first with a cutoff, until the cutoff is passed.
-    let mut k = search.top;
-    let found = loop {
-        let hits = fetch(k)?;
+            })?,
+        };
         let exhausted = hits.len() < k;
+        let lookup = Lookup {
+            paths: Cow::Borrowed(by_hash),
+            frames: Cow::Borrowed(&catalog.frames),
+        };
+        Ok((hits, exhausted, lookup))
+    })?;
+    described(index, found, search)
+}
+
+/// Files found: (path, content hash, score, frame time in ms).
+type Found = Vec<(String, String, f32, Option<u64>)>;
+
+/// Where a search's keys lead: content hash → files, frame key → video.
+struct Lookup<'c> {
+    paths: Cow<'c, HashMap<String, Vec<String>>>,
+    frames: Cow<'c, HashMap<String, (String, u64)>>,
+}
+
+/// Asks `fetch(k)` for the `k` best keys (with whether the store ran out,
+/// and where they lead), widening until `top` distinct files are found (a
+/// video's frames count once), or, for newest-first with a cutoff, until
+/// the cutoff is passed.
+fn widen<'c>(
+    search: &Search,
+    mut fetch: impl FnMut(usize) -> Result<(Vec<(String, f32)>, bool, Lookup<'c>)>,
+) -> Result<Found> {
+    let above = |s: f32| search.min_score.is_none_or(|m| s >= m);
+    let mut k = search.top;
+    loop {
+        let (hits, exhausted, catalog) = fetch(k)?;
         let past_cutoff = hits.last().is_some_and(|(_, s)| !above(*s));
-        let found = best_per_file(&hits, by_hash, &catalog.frames, &above);
+        let found = best_per_file(&hits, &catalog.paths, &catalog.frames, &above);
         let enough = match (search.sort, search.min_score) {
             (Sort::Date, Some(_)) => past_cutoff,
             _ => found.len() >= search.top || past_cutoff,
         };
         if exhausted || enough {
-            break found;
+            return Ok(found);
         }
         k = k.saturating_mul(4);
-    };
+    }
+}
+
+/// The found files with their metadata, in the order `search` asks for.
+fn described(index: &Index, found: Found, search: &Search) -> Result<Vec<Hit>> {
     let media = index.media_of(&found.iter().map(|f| f.0.clone()).collect::<Vec<_>>())?;
     let mut hits: Vec<Hit> = found
         .into_iter()

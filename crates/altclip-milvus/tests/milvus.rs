@@ -169,7 +169,10 @@ fn large_batches_and_paging() {
     // one of more keys than one expression holds. (Scores are compared
     // rank by rank: the vectors tie often, so keys of equal score may swap.)
     let query = &vectors[42].1;
-    for subset in [vec![7usize, 500, 1499], (0..N).filter(|i| i % 5 != 2).collect()] {
+    for subset in [
+        vec![7usize, 500, 1499],
+        (0..N).filter(|i| i % 5 != 2).collect(),
+    ] {
         let keys: std::collections::HashSet<String> =
             subset.iter().map(|&i| vectors[i].0.clone()).collect();
         let mut want: Vec<(String, f32)> = subset
@@ -177,7 +180,9 @@ fn large_batches_and_paging() {
             .map(|&i| (vectors[i].0.clone(), dot(query, &vectors[i].1)))
             .collect();
         want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let got = store.search_among(query, 10, &keys).expect("filtered search");
+        let got = store
+            .search_among(query, 10, &keys)
+            .expect("filtered search");
         assert_eq!(got.len(), 10.min(subset.len()));
         for ((gk, gs), (_, ws)) in got.iter().zip(&want) {
             assert!(keys.contains(gk));
