@@ -107,7 +107,7 @@ impl Library {
         kind: Option<String>,
         min_score: Option<f32>,
         sort: &str,
-    ) -> PyResult<Vec<(String, f32)>> {
+    ) -> PyResult<Vec<SearchHit>> {
         let date = |d: Option<String>| d.map(|d| filter::parse_date(&d)).transpose();
         let near = near
             .map(|(lat, lon, km)| filter::parse_near(&format!("{lat},{lon},{km}")))
@@ -153,10 +153,50 @@ impl Library {
             let parts = query::parse(&words).map_err(index_error)?;
             let q = query::embed(&engine.clip, &parts, max_pixels).map_err(index_error)?;
             let hits = filter::search(vectors, index, &q, &search).map_err(index_error)?;
-            Ok(hits.into_iter().map(|h| (h.path, h.score)).collect())
+            Ok(hits
+                .into_iter()
+                .map(|h| {
+                    let media = h.media.map(|m| {
+                        (
+                            m.kind,
+                            m.taken,
+                            m.taken_from,
+                            m.make,
+                            m.model,
+                            m.lat,
+                            m.lon,
+                            m.width,
+                            m.height,
+                            m.duration,
+                        )
+                    });
+                    (h.path, h.score, h.at, h.camera, media)
+                })
+                .collect())
         })
     }
 }
+
+/// `(path, score, seconds into a video, camera, metadata)`, the metadata as
+/// `(kind, taken, taken_from, make, model, lat, lon, width, height, duration)`.
+type SearchHit = (
+    String,
+    f32,
+    Option<f64>,
+    Option<String>,
+    Option<(
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<f64>,
+        Option<f64>,
+        u32,
+        u32,
+        Option<f64>,
+    )>,
+);
 
 impl Library {
     fn lock(&self) -> PyResult<std::sync::MutexGuard<'_, (Index, SqliteVectors)>> {

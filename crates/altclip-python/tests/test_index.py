@@ -20,16 +20,38 @@ def library(tmp_path_factory):
     for name in PHOTOS:
         shutil.copy(IMAGES / name, root / name)
     shutil.copy(root / "photo.png", root / "copy-of-photo.png")  # same content, two paths
+    shutil.copy(FIXTURES / "library" / "paris_2025.heic", root / "paris.heic")  # EXIF date, camera, GPS
     model = str(FIXTURES / "tiny-224")
     subprocess.run([binary, "index", str(root), "--model", model, "--vector-dtype", "f32"], check=True,
                    capture_output=True)
     return binary, root, root / ".altclip" / "index.db"
 
 
-def cli_search(binary, db, words, top):
+def cli_hits(binary, db, words, top):
     out = subprocess.run([binary, "search", "--db", str(db), "--json", "-n", str(top), *words], check=True,
                          capture_output=True, text=True).stdout
-    return [(hit["path"], hit["score"]) for hit in map(json.loads, out.splitlines())]
+    return list(map(json.loads, out.splitlines()))
+
+
+def cli_search(binary, db, words, top):
+    return [(hit["path"], hit["score"]) for hit in cli_hits(binary, db, words, top)]
+
+
+def test_hits_carry_the_metadata_the_cli_prints(library):
+    binary, root, db = library
+    hits = altclip.Index(db).search("巴黎", top_k=20)
+    theirs = {h["path"]: h for h in cli_hits(binary, db, ["巴黎"], 20)}
+    assert sorted(h.path for h in hits) == sorted(theirs)
+    for hit in hits:
+        cli = theirs[hit.path]
+        for field in ["kind", "taken", "taken_from", "make", "model", "camera", "lat", "lon", "width", "height", "at"]:
+            assert getattr(hit, field) == cli.get(field), (hit.path, field)
+        path, score = hit
+        assert (path, score) == (hit.path, hit.score)
+    paris = next(h for h in hits if h.path.endswith("paris.heic"))
+    assert (paris.camera, paris.taken, paris.taken_from) == ("Apple iPhone 16 Pro", "2025-05-01T10:00:00", "exif")
+    assert abs(paris.lat - 48.8566) < 1e-6 and (paris.width, paris.height) == (64, 48)
+    assert "paris.heic" in repr(paris)
 
 
 @pytest.mark.parametrize(
@@ -40,7 +62,7 @@ def test_search_ranks_as_the_cli(library, words):
     binary, root, db = library
     words = [str(root / "photo.png") if w == "IMAGE" else w for w in words]
     index = altclip.Index(db)
-    assert len(index) == len(PHOTOS) + 1
+    assert len(index) == len(PHOTOS) + 2  # the copy and the HEIC
     ours = index.search(words if len(words) > 1 else words[0], top_k=6)
     theirs = cli_search(binary, db, words, 6)
     assert [p for p, _ in ours] == [p for p, _ in theirs]

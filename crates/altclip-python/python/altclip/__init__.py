@@ -11,7 +11,7 @@ transformers, with numpy in and out and no PyTorch.
 from ._altclip import __version__
 from ._embeddings import Embeddings
 from ._errors import ImageError, ModelError
-from ._index import Index
+from ._index import Hit, Index
 from ._model import AltCLIP
 
-__all__ = ["AltCLIP", "Embeddings", "ImageError", "Index", "ModelError", "__version__"]
+__all__ = ["AltCLIP", "Embeddings", "ImageError", "Hit", "Index", "ModelError", "__version__"]

@@ -59,8 +59,10 @@ class Index:
         kind: Optional[str] = None,
         min_score: Optional[float] = None,
         sort: str = "score",
-    ) -> List[Tuple[str, float]]:
-        """The `top_k` best files for `query`, best first, as ``(path, cosine)``.
+    ) -> List["Hit"]:
+        """The `top_k` best files for `query`, best first, each a :class:`Hit`: it unpacks as
+        ``(path, cosine)`` and carries the file's metadata (``hit.taken``, ``hit.camera``, a
+        video's ``hit.at``...).
 
         `query` is a text in any language the model knows, an image path (image-to-image
         search), or the words of a mix as ``altclip search`` takes them, e.g.
@@ -81,8 +83,9 @@ class Index:
             raise ValueError(f"top_k={top_k!r}: expected a positive integer")
         text_only = not any(_names_a_file(w) for w in words if w not in ("+", "-"))
         model = self._model_for(text_only)
-        return self._library.search(model._engine, words, top_k, model.max_pixels, after, before, camera, path,
+        hits = self._library.search(model._engine, words, top_k, model.max_pixels, after, before, camera, path,
                                     near, kind, min_score, sort)
+        return [Hit(*h) for h in hits]
 
     def _model_for(self, text_only: bool) -> AltCLIP:
         with self._lock:
@@ -100,6 +103,42 @@ class Index:
             else:
                 self._model, self._text_only = loaded, None
             return loaded
+
+
+class Hit(tuple):
+    """One search result. It is the tuple ``(path, score)``, so ``for path, score in hits`` and
+    ``dict(hits)`` work, and it carries what the index recorded of the file:
+
+    - ``path`` (absolute), ``score`` (cosine similarity to the query);
+    - ``at``: for a video, the seconds into it of its best-matching frame, else ``None``;
+    - ``kind`` (``"photo"`` or ``"video"``), ``taken`` (ISO time: EXIF's date taken, a video's
+      creation time, or the file's modification time) and ``taken_from`` (``"exif"``,
+      ``"video"`` or ``"file"``);
+    - ``make``, ``model`` and ``camera`` (the two as ``altclip search`` shows them), ``lat`` / ``lon`` (degrees),
+      ``width`` / ``height`` (pixels, as displayed), a video's ``duration`` (seconds).
+
+    Metadata the file lacks is ``None``.
+    """
+
+    def __new__(cls, path: str, score: float, at: Optional[float] = None, camera: Optional[str] = None,
+                media: Optional[tuple] = None) -> "Hit":
+        hit = super().__new__(cls, (path, score))
+        hit.at, hit.camera = at, camera
+        (hit.kind, hit.taken, hit.taken_from, hit.make, hit.model, hit.lat, hit.lon, hit.width, hit.height,
+         hit.duration) = media if media is not None else (None,) * 10
+        return hit
+
+    @property
+    def path(self) -> str:
+        return self[0]
+
+    @property
+    def score(self) -> float:
+        return self[1]
+
+    def __repr__(self) -> str:
+        at = f" @ {self.at:.1f} s" if self.at is not None else ""
+        return f"Hit({self.path!r}{at}, score={self.score:.4f}, taken={self.taken!r})"
 
 
 def _names_a_file(word: str) -> bool:
