@@ -393,7 +393,7 @@ fn print_report(db_path: &Path, report: &indexer::Report) -> Result<()> {
     }
     if report.live_photo_videos > 0 {
         println!(
-            "{} Live Photo videos (IMG_1.MOV beside IMG_1.HEIC) were left to their stills",
+            "Live Photo videos left to their stills (IMG_1.MOV beside IMG_1.HEIC): {}",
             report.live_photo_videos
         );
     }

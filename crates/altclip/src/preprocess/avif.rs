@@ -152,12 +152,17 @@ impl Frame {
         let channels = if alpha.is_some() { 4 } else { 3 };
         let mut pixels = Vec::with_capacity(self.width * self.height * channels);
         let libyuv = LibYuv::constants(self.matrix, self.full_range).filter(|_| self.depth == 8);
+        let mut rgb_row = vec![[0u8; 3]; self.width];
         for j in 0..self.height {
-            for i in 0..self.width {
-                let rgb = match libyuv {
-                    Some(k) => self.libyuv_pixel(&k, i, j),
-                    None => self.float_pixel(i, j),
-                };
+            match libyuv {
+                Some(k) => self.libyuv_row(&k, j, &mut rgb_row),
+                None => {
+                    for (i, px) in rgb_row.iter_mut().enumerate() {
+                        *px = self.float_pixel(i, j);
+                    }
+                }
+            }
+            for (i, rgb) in rgb_row.iter().enumerate() {
                 pixels.extend(rgb);
                 if let Some(a) = alpha {
                     pixels.push(a.alpha_at(j * self.width + i));
@@ -172,25 +177,56 @@ impl Frame {
         })
     }
 
-    /// libyuv's `I4xxToRGB24MatrixFilter` (bilinear) at (i, j).
-    fn libyuv_pixel(&self, k: &LibYuv, i: usize, j: usize) -> [u8; 3] {
-        let y = self.planes[0][j * self.width + i] as i32;
-        let y1 = (((y * 0x0101) as u32 * k.yg as u32) >> 16) as i32 + k.yb;
+    /// Row `j` as libyuv's `I4xxToRGB24MatrixFilter` (bilinear) converts it:
+    /// chroma upsampled in integers, then its fixed-point YUV→RGB.
+    fn libyuv_row(&self, k: &LibYuv, j: usize, out: &mut [[u8; 3]]) {
+        let luma = &self.planes[0][j * self.width..][..self.width];
+        let y1 = |y: u16| (((y as u32 * 0x0101) * k.yg as u32) >> 16) as i32 + k.yb;
         let Some(ss) = self.subsampling else {
-            let l = (y1 >> 6).clamp(0, 255) as u8;
-            return [l, l, l];
+            for (px, &y) in out.iter_mut().zip(luma) {
+                *px = [((y1(y) >> 6).clamp(0, 255)) as u8; 3];
+            }
+            return;
         };
-        let [u, v] = self.chroma_taps(ss, i, j).map(|taps| {
-            let sum: u32 = taps.iter().map(|&(w, s)| w * s as u32).sum();
-            // Weights total 16 (2-D), 4 (horizontal only) or 1.
-            let total: u32 = taps.iter().map(|&(w, _)| w).sum();
-            let value = (sum + total / 2) / total;
-            value as i32 - 128
-        });
-        let b = y1 + u * k.ub;
-        let g = y1 - (u * k.ug + v * k.vg);
-        let r = y1 + v * k.vr;
-        [r, g, b].map(|c| (c >> 6).clamp(0, 255) as u8)
+        let [u, v] = [1, 2].map(|p| self.upsampled_row(p, ss, j));
+        for (((px, &y), &u), &v) in out.iter_mut().zip(luma).zip(&u).zip(&v) {
+            let (y, u, v) = (y1(y), u as i32 - 128, v as i32 - 128);
+            let b = y + u * k.ub;
+            let g = y - (u * k.ug + v * k.vg);
+            let r = y + v * k.vr;
+            *px = [r, g, b].map(|c| (c >> 6).clamp(0, 255) as u8);
+        }
+    }
+
+    /// Chroma plane `p` at full width for luma row `j`, upsampled as libyuv
+    /// does it: (9a + 3b + 3c + d + 8) >> 4 over the nearest sample and its
+    /// neighbours towards the pixel (4:2:0), (3a + b + 2) >> 2 (4:2:2).
+    fn upsampled_row(&self, p: usize, (sx, sy): (usize, usize), j: usize) -> Vec<u16> {
+        let (cw, ch) = ((self.width + sx) >> sx, (self.height + sy) >> sy);
+        let cj = j >> sy;
+        let nj = if sy == 0 { cj } else { neighbour(cj, j, ch) };
+        let (near, far) = (
+            &self.planes[p][cj * cw..][..cw],
+            &self.planes[p][nj * cw..][..cw],
+        );
+        (0..self.width)
+            .map(|i| {
+                let ci = i >> sx;
+                let ni = if sx == 0 { ci } else { neighbour(ci, i, cw) };
+                let (a, b, c, d) = (
+                    near[ci] as u32,
+                    near[ni] as u32,
+                    far[ci] as u32,
+                    far[ni] as u32,
+                );
+                match (sx, sy) {
+                    (0, 0) => a,
+                    (1, 0) => (3 * a + b + 2) >> 2,
+                    _ => (9 * a + 3 * b + 3 * c + d + 8) >> 4,
+                }
+                .min(255) as u16
+            })
+            .collect()
     }
 
     /// libavif's float path at (i, j).
@@ -239,14 +275,6 @@ impl Frame {
     fn chroma_taps(&self, (sx, sy): (usize, usize), i: usize, j: usize) -> [[(u32, u16); 4]; 2] {
         let (cw, ch) = ((self.width + sx) >> sx, (self.height + sy) >> sy);
         let (ci, cj) = (i >> sx, j >> sy);
-        // For an odd luma column the other sample is to the right, for an even one to the left.
-        let neighbour = |c: usize, lum: usize, len: usize| -> usize {
-            if lum & 1 == 1 {
-                (c + 1).min(len - 1)
-            } else {
-                c.saturating_sub(1)
-            }
-        };
         let (ni, nj) = (neighbour(ci, i, cw), neighbour(cj, j, ch));
         let taps = match (sx, sy) {
             (0, 0) => [(1, ci, cj), (0, ci, cj), (0, ci, cj), (0, ci, cj)],
@@ -267,6 +295,17 @@ impl Frame {
             (v - 16.0 * scale) / (219.0 * scale)
         };
         (unit.clamp(0.0, 1.0) * 255.0).round() as u8
+    }
+}
+
+/// The chroma sample that bilinear upsampling mixes with sample `c` at luma
+/// position `luma`: the next one for an odd position, the previous for an
+/// even one; edges repeat their sample.
+fn neighbour(c: usize, luma: usize, len: usize) -> usize {
+    if luma & 1 == 1 {
+        (c + 1).min(len - 1)
+    } else {
+        c.saturating_sub(1)
     }
 }
 
@@ -350,8 +389,10 @@ impl Decoder {
             dav1d_default_settings(NonNull::from(&mut settings).cast());
             settings.assume_init()
         };
-        // Images decode on the caller's worker threads, one each.
-        settings.n_threads = 1;
+        // Tiles and frame rows in parallel, as Pillow's dav1d does (its
+        // default of one thread per CPU).
+        settings.n_threads =
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(16)) as i32;
         settings.max_frame_delay = 1;
         // libavif asks dav1d for film grain, so the pixels carry it.
         settings.apply_grain = 1;
