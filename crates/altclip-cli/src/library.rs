@@ -669,7 +669,7 @@ pub fn dedup(args: DedupArgs) -> Result<ExitCode> {
     let bar = progress(0, "comparing");
     let groups = dedup::groups(&library, &options, &picture_hash, &|done, total| {
         track(&bar, done, total)
-    });
+    })?;
     bar.finish_and_clear();
 
     let total = groups.len() as u64;

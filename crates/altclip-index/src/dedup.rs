@@ -16,7 +16,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use image::RgbImage;
 use rayon::prelude::*;
 
+use candle_core::{Device, Tensor};
+
+use crate::error::{Error, Result};
 use crate::media::Media;
+use crate::store::dot;
 
 /// What a dedup run compares, as the index and the store hold it.
 pub struct Library<'a> {
@@ -113,10 +117,6 @@ enum Item<'a> {
     Video(Vec<(u64, &'a [f32])>),
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
 /// Groups `library`'s files. `picture_hash(path)` gives a photo's dHash (see
 /// [`dhash`]), or `None` when it cannot be read; it is asked only for photos
 /// that an embedding pairs. `on_progress(done, total)` follows the pair scan.
@@ -125,10 +125,10 @@ pub fn groups(
     options: &Options,
     picture_hash: &(dyn Fn(&str) -> Option<u64> + Sync),
     on_progress: &(dyn Fn(usize, usize) + Sync),
-) -> Vec<Group> {
+) -> Result<Vec<Group>> {
     let items = collect_items(library);
     let hashes: Vec<&str> = items.keys().copied().collect();
-    let pairs = candidate_pairs(&hashes, &items, options.threshold, on_progress);
+    let pairs = candidate_pairs(&hashes, &items, options.threshold, on_progress)?;
 
     let first_path = |h: &str| library.paths_by_hash[h][0].as_str();
     let paired: HashSet<&str> = pairs.iter().flat_map(|&(a, b, _)| [a, b]).collect();
@@ -189,7 +189,7 @@ pub fn groups(
         out.push(describe(Kind::Burst, members));
     }
     out.sort_by(|a, b| (a.kind, &a.keep).cmp(&(b.kind, &b.keep)));
-    out
+    Ok(out)
 }
 
 /// The indexed photos and videos by content hash. Rows of other writers and
@@ -216,37 +216,77 @@ fn collect_items<'a>(library: &'a Library) -> BTreeMap<&'a str, Item<'a>> {
     items
 }
 
+/// Rows of photo vectors compared at once: a 2048 × 2048 tile of scores.
+const BLOCK: usize = 2048;
+
 /// Pairs (a, b, cosine) of items of one kind whose embeddings pass
-/// `threshold`: photos by their vectors, videos by their mean frame cosine.
+/// `threshold`: photos by their vectors, compared a tile at a time as
+/// matrix products, videos by their mean frame cosine.
 fn candidate_pairs<'a>(
     hashes: &[&'a str],
     items: &BTreeMap<&'a str, Item>,
     threshold: f32,
     on_progress: &(dyn Fn(usize, usize) + Sync),
-) -> Vec<(&'a str, &'a str, f32)> {
-    let done = std::sync::atomic::AtomicUsize::new(0);
-    let n = hashes.len();
-    (0..n)
-        .into_par_iter()
-        .flat_map_iter(|i| {
-            let a = &items[hashes[i]];
-            let row: Vec<_> = (i + 1..n)
-                .filter_map(|j| {
-                    let similarity = match (a, &items[hashes[j]]) {
-                        (Item::Photo(x), Item::Photo(y)) => dot(x, y),
-                        (Item::Video(x), Item::Video(y)) => mean_frame_similarity(x, y, threshold)?,
-                        _ => return None,
-                    };
-                    (similarity >= threshold).then_some((hashes[i], hashes[j], similarity))
-                })
-                .collect();
-            let finished = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            if finished % 256 == 0 || finished == n {
-                on_progress(finished, n);
+) -> Result<Vec<(&'a str, &'a str, f32)>> {
+    let (mut photos, mut videos) = (Vec::new(), Vec::new());
+    for &h in hashes {
+        match &items[h] {
+            Item::Photo(v) => photos.push((h, *v)),
+            Item::Video(frames) => videos.push((h, frames)),
+        }
+    }
+    let mut pairs = Vec::new();
+    for (i, (a, x)) in videos.iter().enumerate() {
+        for (b, y) in &videos[i + 1..] {
+            if let Some(similarity) = mean_frame_similarity(x, y, threshold) {
+                pairs.push((*a, *b, similarity));
             }
-            row
-        })
-        .collect()
+        }
+    }
+    let Some(dim) = photos.first().map(|(_, v)| v.len()) else {
+        return Ok(pairs);
+    };
+    if let Some((h, v)) = photos.iter().find(|(_, v)| v.len() != dim) {
+        return Err(Error::Invalid(format!(
+            "the vector of {h} has {} values, the others {dim}",
+            v.len()
+        )));
+    }
+    let n = photos.len();
+    let matrix: Vec<f32> = photos.iter().flat_map(|(_, v)| v.iter().copied()).collect();
+    let matrix = Tensor::from_vec(matrix, (n, dim), &Device::Cpu).map_err(backend)?;
+    let rows = |start: usize| -> Result<Tensor> {
+        matrix
+            .narrow(0, start, BLOCK.min(n - start))
+            .map_err(backend)
+    };
+    for bi in (0..n).step_by(BLOCK) {
+        let a = rows(bi)?;
+        for bj in (bi..n).step_by(BLOCK) {
+            let b = rows(bj)?;
+            let scores = a.matmul(&b.t().map_err(backend)?).map_err(backend)?;
+            let cols = scores.dim(1).map_err(backend)?;
+            let scores = scores
+                .flatten_all()
+                .and_then(|s| s.to_vec1::<f32>())
+                .map_err(backend)?;
+            for (r, row) in scores.chunks_exact(cols).enumerate() {
+                let i = bi + r;
+                for (c, &s) in row.iter().enumerate() {
+                    let j = bj + c;
+                    if j > i && s >= threshold {
+                        pairs.push((photos[i].0, photos[j].0, s));
+                    }
+                }
+            }
+        }
+        on_progress((bi + BLOCK).min(n), n);
+    }
+    Ok(pairs)
+}
+
+fn backend(e: candle_core::Error) -> Error {
+    Error::Backend(format!("comparing the embeddings: {e}"))
 }
 
 /// The mean cosine of two videos' frames at the same times, if they have
@@ -602,7 +642,7 @@ mod tests {
                 })
                 .collect::<Vec<_>>()
         };
-        let found = summary(groups(&library, &options, &picture, &|_, _| {}));
+        let found = summary(groups(&library, &options, &picture, &|_, _| {}).unwrap());
         assert_eq!(
             found,
             vec![
@@ -624,7 +664,7 @@ mod tests {
             bursts: true,
             ..options
         };
-        let found = summary(groups(&library, &with_bursts, &picture, &|_, _| {}));
+        let found = summary(groups(&library, &with_bursts, &picture, &|_, _| {}).unwrap());
         assert_eq!(
             found.last(),
             Some(&(Kind::Burst, vec!["b.jpg".to_string(), "b2.jpg".to_string()]))

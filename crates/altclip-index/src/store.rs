@@ -389,7 +389,8 @@ impl SqliteVectors {
     }
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+/// The inner product of two vectors of one length.
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     // Eight independent accumulators let the compiler vectorise the loop.
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
