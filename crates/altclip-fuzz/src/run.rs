@@ -85,6 +85,10 @@ pub fn fuzz(
     let mut rng = Rng::new(seed);
     let start = Instant::now();
     let mut next_seed = 0;
+    // An input that aborts the process (a panic that cannot unwind, a stack
+    // overflow) leaves no failure behind; the input in flight is kept here.
+    let in_flight = out.join(target.name()).join("in-flight");
+    std::fs::create_dir_all(out.join(target.name()))?;
     while next_seed < seeds.len() || start.elapsed() < budget {
         let input = if next_seed < seeds.len() {
             next_seed += 1;
@@ -95,6 +99,7 @@ pub fn fuzz(
             d
         };
         stats.executions += 1;
+        std::fs::write(&in_flight, &input)?;
         if let Some(message) = run_one(harness, target, &input) {
             stats.failed += 1;
             if stats.failures.len() < MAX_SAVED {
@@ -106,6 +111,7 @@ pub fn fuzz(
             }
         }
     }
+    std::fs::remove_file(&in_flight)?;
     std::panic::set_hook(previous_hook);
     stats.elapsed = start.elapsed();
     Ok(stats)

@@ -54,6 +54,10 @@ pub(super) struct Decoded {
     pub alpha: bool,
 }
 
+/// Longest side of a HEIC canvas, as libheif's default security limit.
+#[cfg(feature = "heic")]
+const MAX_SIDE: usize = 32768;
+
 /// Decodes a HEIC file's primary image. `check_size(width, height)` runs on
 /// the header's dimensions before any pixel is decoded.
 #[cfg(feature = "heic")]
@@ -71,12 +75,14 @@ pub(super) fn decode_hevc<E>(
             "cannot decode the HEIC image: {e:?} (is the file truncated or corrupt?)"
         )))
     };
-    // The pixel limit is ours (checked below); the decoder's own default is
-    // smaller than a panorama a user may allow.
+    // The pixel limit on the output is ours (checked below). The decoder's
+    // side limit bounds the canvas it fills before cropping, which a hostile
+    // crop box can make far larger than the output; libheif (and so
+    // pillow-heif) refuses sides over 32768 too.
     let options = DecoderOptions::default()
         .hvec_set_use_videotoolbox(false)
-        .set_max_width(usize::MAX)
-        .set_max_height(usize::MAX);
+        .set_max_width(MAX_SIDE)
+        .set_max_height(MAX_SIDE);
     let mut decoder = HeifDecoder::new_with_options(ZCursor::new(bytes), options);
     if let Err(e) = decoder.decode_headers() {
         return undecodable(e);
