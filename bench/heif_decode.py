@@ -2,7 +2,7 @@
 """HEIC and AVIF decode time against Pillow (pillow-heif; Pillow's AVIF plugin), in one run.
 
     pip install pillow==13.0.0 numpy==2.4.6 pillow-heif==1.8.1
-    cargo build --release -p altclip --example decode_rate
+    cargo build --release -p altclip --example decode_rate --features avif
     python bench/heif_decode.py [--size 4032x3024] [--reps 5]
 
 Writes a photo-like picture (gradients, edges and noise) of the given size as HEIC (pillow-heif,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's library walk-through, offline: a folder of JPEGs with EXIF, an iPhone HEIC with its
-# Live Photo video, an AVIF and a 9 s video made by ffmpeg, indexed and searched with the tiny
-# test model (so the rankings are meaningless; every step is real).
+# Live Photo video, an AVIF (refused unless built with --features avif) and a 9 s video made by
+# ffmpeg, indexed and searched with the tiny test model (so the rankings are meaningless; every
+# step is real).
 #
 #   scripts/library_demo.sh [DIR]          # default: a fresh temporary directory
 #   MODEL=BAAI/AltCLIP scripts/library_demo.sh ~/demo   # the same with the real model
@@ -28,6 +29,7 @@ fi
 
 set -x
 "$ALTCLIP" index "$DIR/photos" --model "$MODEL"
+"$ALTCLIP" index --errors --db "$DIR/photos/.altclip/index.db"
 "$ALTCLIP" search --db "$DIR/photos/.altclip/index.db" "海边的日落" --after 2023 --sort date
 "$ALTCLIP" search --db "$DIR/photos/.altclip/index.db" "红色" --kind video
 "$ALTCLIP" search --db "$DIR/photos/.altclip/index.db" "巴黎" --camera iphone --json -n 1
