@@ -517,6 +517,12 @@ fn milvus_store_serves_index_and_search() {
     std::fs::remove_dir_all(local).unwrap();
 }
 
+/// What `altclip index --errors --json` prints for `db`.
+fn errors_json(db: &Path) -> String {
+    let out = altclip(&["index", "--errors", "--db", db.to_str().unwrap(), "--json"]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// `altclip search --json` lines, whole.
 fn search_json(dir: &Path, args: &[&str]) -> Vec<Value> {
     let db = dir.join("index.db");
@@ -1000,8 +1006,7 @@ fn without_ffmpeg_videos_are_skipped_with_the_reason() {
         (Some(1), Some(1)),
         "{report}"
     );
-    let errors = altclip(&["index", "--errors", "--db", db.to_str().unwrap(), "--json"]);
-    let text = String::from_utf8_lossy(&errors.stdout);
+    let text = errors_json(&db);
     assert!(
         text.contains("clip.mp4") && text.contains("ffmpeg is not installed"),
         "{text}"
@@ -1067,9 +1072,7 @@ fn heic_and_avif_photos_are_indexed_and_live_photo_videos_left_to_their_stills()
             (Some(320), Some(240))
         );
     } else {
-        let db = dir.join("index.db");
-        let errors = altclip(&["index", "--errors", "--db", db.to_str().unwrap(), "--json"]);
-        let text = String::from_utf8_lossy(&errors.stdout);
+        let text = errors_json(&dir.join("index.db"));
         assert!(
             text.contains("web.avif") && text.contains("feature `avif`"),
             "{text}"

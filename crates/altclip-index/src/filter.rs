@@ -274,49 +274,33 @@ impl Catalog {
     /// and its video's files.
     pub fn of_keys<'k>(index: &Index, keys: impl Iterator<Item = &'k str>) -> Result<Self> {
         let keys: Vec<&str> = keys.collect();
-        let mut frames = HashMap::new();
-        for chunk in keys.chunks(500) {
-            let sql = format!(
-                "SELECT key, hash, t_ms FROM frames WHERE key IN ({})",
-                vec!["?"; chunk.len()].join(",")
-            );
-            let mut stmt = index.conn.prepare(&sql).map_err(|e| index.err(e))?;
-            let rows = stmt
-                .query_map(rusqlite::params_from_iter(chunk), |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        (r.get::<_, String>(1)?, r.get::<_, i64>(2)? as u64),
-                    ))
-                })
-                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-                .map_err(|e| index.err(e))?;
-            frames.extend(rows);
-        }
+        let frames: HashMap<String, (String, u64)> = rows_in(
+            index,
+            "SELECT key, hash, t_ms FROM frames WHERE key",
+            &keys,
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    (r.get::<_, String>(1)?, r.get::<_, i64>(2)? as u64),
+                ))
+            },
+        )?
+        .into_iter()
+        .collect();
         let hashes: HashSet<&str> = keys
             .iter()
-            .map(|k| {
-                frames
-                    .get(*k)
-                    .map_or(*k, |(hash, _): &(String, u64)| hash.as_str())
-            })
+            .map(|k| frames.get(*k).map_or(*k, |(hash, _)| hash.as_str()))
             .collect();
         let hashes: Vec<&str> = hashes.into_iter().collect();
         let mut paths: HashMap<String, Vec<String>> = HashMap::new();
-        for chunk in hashes.chunks(500) {
-            let sql = format!(
-                "SELECT path, hash FROM files WHERE hash IN ({})",
-                vec!["?"; chunk.len()].join(",")
-            );
-            let mut stmt = index.conn.prepare(&sql).map_err(|e| index.err(e))?;
-            let rows = stmt
-                .query_map(rusqlite::params_from_iter(chunk), |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-                })
-                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-                .map_err(|e| index.err(e))?;
-            for (path, hash) in rows {
-                paths.entry(hash).or_default().push(path);
-            }
+        let files = rows_in(
+            index,
+            "SELECT path, hash FROM files WHERE hash",
+            &hashes,
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+        )?;
+        for (path, hash) in files {
+            paths.entry(hash).or_default().push(path);
         }
         for files in paths.values_mut() {
             files.sort();
@@ -328,6 +312,27 @@ impl Catalog {
     pub fn files(&self) -> usize {
         self.paths.values().map(Vec::len).sum()
     }
+}
+
+/// The rows of `select` (ending in the column to match) `IN values`, read
+/// 500 values at a time.
+fn rows_in<T>(
+    index: &Index,
+    select: &str,
+    values: &[&str],
+    row: impl Fn(&rusqlite::Row) -> rusqlite::Result<T>,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for chunk in values.chunks(500) {
+        let sql = format!("{select} IN ({})", vec!["?"; chunk.len()].join(","));
+        let mut stmt = index.conn.prepare(&sql).map_err(|e| index.err(e))?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(chunk), &row)
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| index.err(e))?;
+        out.extend(rows);
+    }
+    Ok(out)
 }
 
 /// [`search`] with a catalog the caller keeps.

@@ -493,6 +493,15 @@ impl MilvusStore {
             .consistency_level(ConsistencyLevel::Strong)
             .build()
             .map_err(|e| self.err(what, e))?;
+        self.keys_and_vectors(request, what)
+    }
+
+    /// Runs a query for the key and vector fields and reads its rows.
+    fn keys_and_vectors(
+        &self,
+        request: QueryRequest,
+        what: &str,
+    ) -> Result<Vec<(String, Vec<f32>)>> {
         let response = self
             .runtime
             .block_on(self.client.query(request))
@@ -523,17 +532,7 @@ impl MilvusStore {
                 .consistency_level(ConsistencyLevel::Strong)
                 .build()
                 .map_err(|e| self.err(what, e))?;
-            let response = self
-                .runtime
-                .block_on(self.client.query(request))
-                .map_err(|e| self.err(what, e))?;
-            for row in response.results().rows().map_err(|e| self.err(what, e))? {
-                let key = row.get_str(KEY_FIELD).map_err(|e| self.err(what, e))?;
-                let v = row
-                    .get_float_vector(VECTOR_FIELD)
-                    .map_err(|e| self.err(what, e))?;
-                out.push((key.to_owned(), v.to_vec()));
-            }
+            out.extend(self.keys_and_vectors(request, what)?);
         }
         Ok(out)
     }
