@@ -181,13 +181,18 @@ mod tests {
         let x = (Tensor::randn(0f32, 2.0, (n, c, l), &dev).unwrap() + 30.0).unwrap();
         let w = Tensor::randn(1f32, 0.5, c, &dev).unwrap();
         let b = Tensor::randn(0f32, 0.5, c, &dev).unwrap();
-        let want = reference(&x, groups, 1e-6, &w, &b);
+        // The reference in f64: in f32 its own rounding at this offset is
+        // about 1e-5, the tolerance.
+        let f64_of = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+        let want = reference(&f64_of(&x), groups, 1e-6, &f64_of(&w), &f64_of(&b));
         let (wv, bv) = (w.to_vec1::<f32>().unwrap(), b.to_vec1::<f32>().unwrap());
         let nhwc = x.transpose(1, 2).unwrap().contiguous().unwrap();
         for silu in [false, true] {
             let got = group_norm(&nhwc, groups, 1e-6, &wv, &bv, silu)
                 .unwrap()
                 .transpose(1, 2)
+                .unwrap()
+                .to_dtype(DType::F64)
                 .unwrap();
             let want = if silu {
                 candle_nn::ops::silu(&want).unwrap()
