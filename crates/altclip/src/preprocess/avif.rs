@@ -231,16 +231,8 @@ impl Frame {
 
     /// libavif's float path at (i, j).
     fn float_pixel(&self, i: usize, j: usize) -> [u8; 3] {
-        let max = ((1u32 << self.depth) - 1) as f32;
-        let scale = (1u32 << (self.depth - 8)) as f32;
-        let (bias_y, range_y, range_uv) = if self.full_range {
-            (0.0, max, max)
-        } else {
-            (16.0 * scale, 219.0 * scale, 224.0 * scale)
-        };
-        let bias_uv = (1u32 << (self.depth - 1)) as f32;
-        let y_of = |v: u16| ((v as f32 - bias_y) / range_y).clamp(0.0, 1.0);
-        let uv_of = |v: u16| ((v as f32 - bias_uv) / range_uv).clamp(-0.5, 0.5);
+        let y_of = |v: u16| self.luma_unit(v);
+        let uv_of = |v: u16| self.chroma_unit(v);
         let (kr, kb) = coefficients(self.matrix);
         let kg = 1.0 - kr - kb;
         let to8 = |c: f32| (c.clamp(0.0, 1.0) * 255.0).round() as u8;
@@ -286,15 +278,28 @@ impl Frame {
 
     /// The alpha plane's sample as 8 bits (limited-range alpha widened).
     fn alpha_at(&self, index: usize) -> u8 {
-        let max = ((1u32 << self.depth) - 1) as f32;
-        let v = self.planes[0][index] as f32;
-        let unit = if self.full_range {
-            v / max
+        (self.luma_unit(self.planes[0][index]) * 255.0).round() as u8
+    }
+
+    /// A luma (or alpha) sample in 0..=1, by the frame's depth and range.
+    fn luma_unit(&self, v: u16) -> f32 {
+        let scale = (1u32 << (self.depth - 8)) as f32;
+        let (bias, range) = if self.full_range {
+            (0.0, ((1u32 << self.depth) - 1) as f32)
         } else {
-            let scale = (1u32 << (self.depth - 8)) as f32;
-            (v - 16.0 * scale) / (219.0 * scale)
+            (16.0 * scale, 219.0 * scale)
         };
-        (unit.clamp(0.0, 1.0) * 255.0).round() as u8
+        ((v as f32 - bias) / range).clamp(0.0, 1.0)
+    }
+
+    /// A chroma sample in -0.5..=0.5, by the frame's depth and range.
+    fn chroma_unit(&self, v: u16) -> f32 {
+        let range = if self.full_range {
+            ((1u32 << self.depth) - 1) as f32
+        } else {
+            224.0 * (1u32 << (self.depth - 8)) as f32
+        };
+        ((v as f32 - (1u32 << (self.depth - 1)) as f32) / range).clamp(-0.5, 0.5)
     }
 }
 
