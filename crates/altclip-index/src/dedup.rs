@@ -142,10 +142,7 @@ pub fn groups(
         .iter()
         .filter_map(|&(a, b, similarity)| {
             let kind = pair_kind(a, b, &items, &dhashes, &media, options)?;
-            let distance = match (dhashes.get(a), dhashes.get(b)) {
-                (Some(Some(x)), Some(Some(y))) => (x ^ y).count_ones(),
-                _ => 64,
-            };
+            let distance = bits_apart(&dhashes, a, b).unwrap_or(64);
             Some((kind, a, b, distance, similarity))
         })
         .collect();
@@ -322,11 +319,8 @@ fn pair_kind<'m>(
             _ => None,
         };
     }
-    let same_picture = match (
-        dhashes.get(a).copied().flatten(),
-        dhashes.get(b).copied().flatten(),
-    ) {
-        (Some(x), Some(y)) => (x ^ y).count_ones() <= options.max_distance,
+    let same_picture = match bits_apart(dhashes, a, b) {
+        Some(bits) => bits <= options.max_distance,
         // Unreadable now: the recorded shape and date have to agree instead.
         _ => match (ma, mb) {
             (Some(x), Some(y)) => {
@@ -375,6 +369,14 @@ fn seconds(iso: &str) -> Option<i64> {
     Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
 }
 
+/// The dHash bits in which photos `a` and `b` differ, where both could be read.
+fn bits_apart(dhashes: &HashMap<&str, Option<u64>>, a: &str, b: &str) -> Option<u32> {
+    match (dhashes.get(a), dhashes.get(b)) {
+        (Some(Some(x)), Some(Some(y))) => Some((x ^ y).count_ones()),
+        _ => None,
+    }
+}
+
 /// Whether two pictures have the same shape (within 1%): a resized copy
 /// keeps its aspect ratio.
 fn aspect_agrees(a: &Media, b: &Media) -> bool {
@@ -419,10 +421,7 @@ fn describe_group(
         }
         _ => 1.0,
     };
-    let distance = |h: &str| match (dhashes.get(keep.0), dhashes.get(h)) {
-        (Some(Some(x)), Some(Some(y))) => Some((x ^ y).count_ones()),
-        _ => None,
-    };
+    let distance = |h: &str| bits_apart(dhashes, keep.0, h);
     let mut members: Vec<Member> = files
         .iter()
         .map(|&(h, p)| {
